@@ -10,6 +10,7 @@ records its character offsets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -58,6 +59,9 @@ class Chunker:
         self.overlap = overlap
         self._format = format_document
         overhead = counter.count(format_document(""))
+        self._overhead = overhead
+        # How many tokens joining two texts can save (a word cut in two re-forms one token, or a few).
+        self._slack = 16
         # Room for a piece on its own: the overlap prepended later must still fit.
         self._piece_budget = chunk_tokens - overlap
         if self._piece_budget - overhead < 8:
@@ -65,6 +69,8 @@ class Chunker:
                 f"chunk_tokens={chunk_tokens} leaves no room for text after overlap={overlap} "
                 f"and {overhead} tokens of prefix and special tokens"
             )
+        # The same spans are counted in several passes: remember recent answers.
+        self._count = lru_cache(maxsize=4096)(counter.count)
         self._splitter = RecursiveCharacterTextSplitter(
             separators=SEPARATORS,
             is_separator_regex=True,
@@ -82,7 +88,7 @@ class Chunker:
         return f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}"
 
     def count(self, text: str) -> int:
-        return self.counter.count(self._format(text))
+        return self._count(self._format(text))
 
     def split(self, text: str) -> list[Chunk]:
         pieces = self._pieces(text)
@@ -117,13 +123,23 @@ class Chunker:
         return [(s, e) for s, e in self._merge(text, spans) if text[s:e].strip()]
 
     def _merge(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Join neighbours while the exact count allows: summed piece counts over-estimate, chunks came out small."""
+        """Join neighbours while the exact count allows: summed piece counts over-estimate, chunks came out small.
+
+        Joining rarely saves more than a few tokens, so a join whose parts' counts add up to far more than
+        the budget is not worth an exact count (these counts are most of the chunking time).
+        """
         merged: list[tuple[int, int]] = []
+        merged_tokens = 0
         for start, end in spans:
-            if merged and self.count(text[merged[-1][0] : end]) <= self._piece_budget:
-                merged[-1] = (merged[-1][0], end)
-            else:
-                merged.append((start, end))
+            tokens = self.count(text[start:end])
+            if merged and merged_tokens + tokens - self._overhead <= self._piece_budget + self._slack:
+                joined = self.count(text[merged[-1][0] : end])
+                if joined <= self._piece_budget:
+                    merged[-1] = (merged[-1][0], end)
+                    merged_tokens = joined
+                    continue
+            merged.append((start, end))
+            merged_tokens = tokens
         return merged
 
     def _fit(self, text: str, start: int, end: int) -> list[tuple[int, int]]:

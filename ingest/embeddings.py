@@ -69,16 +69,24 @@ class Embedder:
     async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         raise NotImplementedError
 
+    async def embed_partial(
+        self, texts: Sequence[str], kind: Kind = "document"
+    ) -> tuple[list[np.ndarray | None], dict[int, InputTooLongError]]:
+        """Like `embed`, but inputs the model refuses as too long come back as errors by position."""
+        return list(await self.embed(texts, kind)), {}
+
     async def aclose(self) -> None:
         return None
 
     def _check_dimension(self, vectors: np.ndarray, expected: int | None) -> None:
+        """The first answer sets the dimension; later answers must match it."""
         dim = vectors.shape[1]
-        want = expected or self.dimension
-        if want is not None and dim != want:
+        if self.dimension is not None and dim != self.dimension:
+            raise _BadAnswer(f"{self.model} returned vectors of dimension {dim}, expected {self.dimension}")
+        if expected is not None and dim != expected:
             raise EmbeddingError(
-                f"{self.model} returned vectors of dimension {dim}, expected {want}"
-                + (" (the server ignored `dimensions`)" if expected else "")
+                f"{self.model} returned {dim}-dimensional vectors though dimensions={expected} was asked: "
+                "the server ignores `dimensions` for this model; serve it as Matryoshka or drop --dimensions"
             )
         self.dimension = dim
 
@@ -167,25 +175,44 @@ class RemoteEmbedder(Embedder):
             await endpoint.client.close()  # type: ignore[attr-defined]
 
     async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension or 0), dtype=np.float32)
-        formatted = [self.instruction.query(t) if kind == "query" else self.instruction.document(t) for t in texts]
-        vectors = await self._embed_splitting(formatted, kind)
-        self.stats.inputs += len(texts)
-        return vectors
+        vectors, errors = await self.embed_partial(texts, kind)
+        if errors:
+            raise next(iter(errors.values()))
+        return np.vstack(vectors) if vectors else np.zeros((0, self.dimension or 0), dtype=np.float32)
 
-    async def _embed_splitting(self, texts: list[str], kind: Kind) -> np.ndarray:
+    async def embed_partial(
+        self, texts: Sequence[str], kind: Kind = "document"
+    ) -> tuple[list[np.ndarray | None], dict[int, InputTooLongError]]:
+        """Embed what the server accepts: inputs it refuses as too long come back as errors by position.
+
+        Any other failure raises for the whole batch.
+        """
+        formatted = [self.instruction.query(t) if kind == "query" else self.instruction.document(t) for t in texts]
+        vectors: list[np.ndarray | None] = [None] * len(texts)
+        errors: dict[int, InputTooLongError] = {}
+        if texts:
+            await self._embed_splitting(formatted, kind, 0, vectors, errors)
+        self.stats.inputs += len(texts) - len(errors)
+        return vectors, errors
+
+    async def _embed_splitting(
+        self, texts: list[str], kind: Kind, offset: int,
+        vectors: list[np.ndarray | None], errors: dict[int, InputTooLongError],
+    ) -> None:
         """One request; if the server says the batch is too long, halve it until the offender is alone."""
         try:
-            return await self._embed_with_retries(texts, kind)
-        except InputTooLongError:
+            result = await self._embed_with_retries(texts, kind)
+        except InputTooLongError as exc:
             if len(texts) == 1:
-                raise
+                errors[offset] = exc
+                return
             self.stats.splits += 1
             middle = len(texts) // 2
-            first = await self._embed_splitting(texts[:middle], kind)
-            second = await self._embed_splitting(texts[middle:], kind)
-            return np.vstack([first, second])
+            await self._embed_splitting(texts[:middle], kind, offset, vectors, errors)
+            await self._embed_splitting(texts[middle:], kind, offset + middle, vectors, errors)
+            return
+        for position, vector in enumerate(result):
+            vectors[offset + position] = vector
 
     async def _embed_with_retries(self, texts: list[str], kind: Kind) -> np.ndarray:
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt

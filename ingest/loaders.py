@@ -148,13 +148,27 @@ def _decode(source: str, data: bytes) -> str:
 
         if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise LoadError(source, "binary content, not text") from None
-        best = from_bytes(data).best()
-        if best is None:
-            raise LoadError(source, "binary content or unknown text encoding") from None
-        text = str(best)
+        text = _guess_decode(source, data, from_bytes(data))
     if "\x00" in text:
         raise LoadError(source, "binary content, not text")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_SINGLE_BYTE_LATIN = ("cp125", "iso8859", "latin", "mac_", "cp775", "cp850", "cp437")
+
+
+def _guess_decode(source: str, data: bytes, matches) -> str:  # noqa: ANN001 - charset_normalizer's matches
+    """The detected encoding, except that among near-equal single-byte Latin guesses Windows-1252,
+    by far the most common, wins (charset-normalizer alone reads French as Baltic cp1257)."""
+    candidates = list(matches)
+    if not candidates:
+        raise LoadError(source, "binary content or unknown text encoding")
+    best = candidates[0]
+    if best.encoding.startswith(_SINGLE_BYTE_LATIN):
+        for match in candidates:
+            if match.encoding == "cp1252" and match.chaos <= best.chaos + 0.15:
+                return str(match)
+    return str(best)
 
 
 def _text_title(text: str, kind: str) -> str | None:

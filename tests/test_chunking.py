@@ -1,0 +1,93 @@
+import random
+
+import pytest
+
+from ingest.chunking import Chunker
+from ingest.tokens import E5TokenCounter, UseTokenCounter, qwen3_counter
+
+ADVERSARIAL = {
+    "long word": "x" * 20000,
+    "chinese without spaces": "长城是中国古代规模最大的军事防御工程横跨中国北方的山地草原和沙漠" * 300,
+    "chinese with punctuation": "绿茶属于不发酵茶。采摘后要摊放，然后杀青！为什么？因为要阻止氧化；" * 200,
+    "code": "def f(x):\n    return [i ** 2 for i in range(x) if i % 3 == 0]\n\n\nclass A:\n    pass\n" * 150,
+    "emoji": "😀🎉👍🏽🇨🇳👨‍👩‍👧" * 1500,
+    "table": "| name | value | unit |\n|------|-------|------|\n" + "| 温度 | 93.5 | °C |\n" * 800,
+    "markdown": ("# Title\n\nIntro paragraph. Second sentence!\n\n## Section\n\n- item one\n- item two\n\n" * 200),
+    "whitespace runs": ("word " * 50 + "\n" * 30 + " " * 500) * 40,
+}
+
+
+@pytest.fixture(scope="module", params=["qwen3", "usem3", "e5"])
+def counter(request):
+    return {"qwen3": qwen3_counter, "usem3": UseTokenCounter, "e5": E5TokenCounter}[request.param]()
+
+
+def check_chunks(text, chunks, chunker):
+    assert chunks, "non-empty text gave no chunks"
+    covered = 0
+    for previous, chunk in zip([None] + chunks, chunks):
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert chunk.tokens == chunker.count(chunk.text) <= chunker.chunk_tokens
+        assert chunk.text.strip()
+        # Contiguous: nothing but whitespace between the covered part and this chunk.
+        assert not text[covered : chunk.start].strip(), f"text lost before chunk {chunk.index}"
+        if previous is not None:
+            assert chunk.start > previous.start and chunk.end > previous.end
+        covered = max(covered, chunk.end)
+    assert not text[covered:].strip(), "text lost at the end"
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+@pytest.mark.parametrize(("size", "overlap"), [(512, 64), (128, 16)])
+def test_adversarial_text_never_exceeds_bound_nor_loses_text(counter, name, size, overlap):
+    text = ADVERSARIAL[name]
+    chunker = Chunker(counter, size, overlap)
+    check_chunks(text, chunker.split(text), chunker)
+
+
+def test_random_unicode_soup(counter):
+    rng = random.Random(7)
+    alphabet = "abc xyz 长城熊猫。，！？\n\n# 😀🎉 .,;:-|\t" + "".join(chr(c) for c in range(0x400, 0x420))
+    chunker = Chunker(counter, 96, 12)
+    for _ in range(5):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6000)))
+        if text.strip():
+            check_chunks(text, chunker.split(text), chunker)
+
+
+def test_overlap_is_shared_and_bounded():
+    counter = qwen3_counter()
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(600))
+    chunker = Chunker(counter, 128, 32)
+    chunks = chunker.split(text)
+    overlaps = [prev.end - chunk.start for prev, chunk in zip(chunks, chunks[1:])]
+    assert all(o > 0 for o in overlaps), "neighbours should share text"
+    for prev, chunk in zip(chunks, chunks[1:]):
+        assert counter.count_raw(text[chunk.start : prev.end]) <= 32 + 2
+
+
+def test_chunks_fill_the_budget_on_prose():
+    counter = qwen3_counter()
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(2000))
+    chunker = Chunker(counter, 256, 0)
+    chunks = chunker.split(text)
+    assert sum(c.tokens for c in chunks[:-1]) / (len(chunks) - 1) > 0.85 * 256
+
+
+def test_qwen3_counts_appended_endoftext():
+    counter = qwen3_counter()
+    assert counter.count("hello world") == counter.count_raw("hello world") + 1
+
+
+def test_prefix_counts_against_the_bound():
+    counter = qwen3_counter()
+    plain = Chunker(counter, 64, 0)
+    prefixed = Chunker(counter, 64, 0, lambda t: "Represent this passage for retrieval, please: " + t)
+    text = "word " * 2000
+    assert len(prefixed.split(text)) > len(plain.split(text))
+    assert all(prefixed.count(c.text) <= 64 for c in prefixed.split(text))
+
+
+def test_empty_and_whitespace_text_gives_no_chunks():
+    chunker = Chunker(qwen3_counter(), 64, 8)
+    assert chunker.split("") == [] and chunker.split(" \n\n \t ") == []

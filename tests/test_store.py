@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from ingest.errors import ModelMismatchError, StoreError
+from ingest.settings import load_settings
+from ingest.store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, make_client, now, parse_where
+
+SPEC = CollectionSpec("model-a", 4, "none", "task", "qwen3", 512, 64)
+
+
+def record(source, sha="s1", chunks=0):
+    return DocumentRecord(source, sha, "txt", "T", chunks, 10 * chunks, None, 1, "sig", now())
+
+
+def write(kb, source, sha, n, dim=4):
+    ids = [chunk_id(source, sha, None, i) for i in range(n)]
+    vectors = np.eye(max(n, dim), dim, dtype=np.float32)[:n] + 0.01
+    metadatas = [{"source": source, "sha256": sha, "chunk": i} for i in range(n)]
+    kb.write_document(record(source, sha, n), ids, vectors, [f"{source} {sha} {i}" for i in range(n)], metadatas)
+
+
+@pytest.fixture(params=["embedded", "server"])
+def kb(request, tmp_path):
+    if request.param == "embedded":
+        settings = load_settings(chroma_path=tmp_path / "chroma", collection="unit")
+    else:
+        url = request.getfixturevalue("chroma_server")
+        settings = load_settings(chroma_url=url, collection=f"unit{abs(hash(request.node.nodeid)) % 10**8}")
+    knowledge = KnowledgeBase.open(settings)
+    knowledge.ensure(SPEC)
+    return knowledge
+
+
+def test_spec_is_recorded_and_mismatches_refused(kb):
+    assert kb.spec == SPEC
+    with pytest.raises(ModelMismatchError, match="model-a.*model-b"):
+        kb.check_model("model-b")
+    with pytest.raises(ModelMismatchError, match="4-dimensional.*8-dimensional"):
+        kb.check_model("model-a", 8)
+    with pytest.raises(ModelMismatchError):
+        kb.ensure(CollectionSpec("model-a", 8, "none", "task", "qwen3", 512, 64))
+    kb.check_model("model-a", 4, "none")  # the same model is fine
+
+
+def test_rewrite_replaces_old_version_and_never_duplicates(kb):
+    write(kb, "/a.txt", "v1", 3)
+    write(kb, "/a.txt", "v1", 3)  # same content again: same ids
+    assert kb.count() == 3
+    write(kb, "/a.txt", "v2", 2)
+    chunks = kb.chunks_of("/a.txt")
+    assert sorted(c.metadata["sha256"] for c in chunks) == ["v2", "v2"]
+    assert kb.documents()["/a.txt"].sha256 == "v2"
+
+
+def test_delete_document(kb):
+    write(kb, "/a.txt", "v1", 3)
+    write(kb, "/b.txt", "v1", 2)
+    assert kb.delete_document("/a.txt") == 3
+    assert set(kb.documents()) == {"/b.txt"} and kb.count() == 2
+
+
+def test_query_and_where(kb):
+    write(kb, "/a.txt", "v1", 3)
+    write(kb, "/b.txt", "v1", 3)
+    hits = kb.query(np.array([1, 0, 0, 0], np.float32) + 0.01, k=2, where={"source": "/b.txt"})
+    assert [h.metadata["source"] for h in hits] == ["/b.txt", "/b.txt"]
+    assert hits[0].metadata["chunk"] == 0
+
+
+class _SpyCollection:
+    def __init__(self, collection, sizes):
+        self._collection, self._sizes = collection, sizes
+
+    def upsert(self, **kwargs):
+        self._sizes.append(len(kwargs["ids"]))
+        return self._collection.upsert(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+
+class _SmallBatchClient:
+    """A real Chroma client that reports a small max batch size and records write sizes."""
+
+    def __init__(self, client, limit):
+        self._client, self.limit, self.sizes = client, limit, []
+
+    def get_max_batch_size(self):
+        return self.limit
+
+    def get_or_create_collection(self, *args, **kwargs):
+        return _SpyCollection(self._client.get_or_create_collection(*args, **kwargs), self.sizes)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_writes_stay_within_max_batch_size(tmp_path):
+    client = _SmallBatchClient(make_client(load_settings(chroma_path=tmp_path / "c")), 7)
+    kb = KnowledgeBase(client, "batches")
+    kb.ensure(SPEC)
+    write(kb, "/big.txt", "v1", 30)
+    assert kb.count() == 30
+    chunk_writes = client.sizes[:-1]  # the last upsert is the document record
+    assert max(chunk_writes) <= 7 and sum(chunk_writes) == 30
+
+
+def test_names_and_where_are_validated(tmp_path):
+    with pytest.raises(StoreError, match="not valid"):
+        KnowledgeBase.open(load_settings(chroma_path=tmp_path / "c", collection="a b"))
+    with pytest.raises(StoreError, match="JSON"):
+        parse_where("{nope")
+    assert parse_where('{"file_type": "pdf"}') == {"file_type": "pdf"}
