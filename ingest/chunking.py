@@ -22,7 +22,7 @@ from .tokens import TokenCounter
 # pieces concatenate back to the exact text.
 SEPARATORS = [
     r"\n(?=#{1,6} )",  # before a markdown heading
-    r"\n(?=[=\-~^\"'`#*+]{3,}\n)",  # before an rst section underline's title (approximation)
+    r"\n(?=[^\n]+\n(?:={3,}|-{3,}|~{3,}|\^{3,}|\*{3,}|\+{3,}|#{3,}|\"{3,}|'{3,}|`{3,})\n)",  # before an rst title
     r"\n\s*\n",  # paragraphs
     r"\n",  # lines
     r"(?<=[.!?])\s+",  # Latin sentences

@@ -215,20 +215,27 @@ class RemoteEmbedder(Embedder):
             vectors[offset + position] = vector
 
     async def _embed_with_retries(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """One request, retried on transient faults; when retries run out, an EmbeddingError that says why."""
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
         attempt_no = 0
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            reraise=True,
-        ):
-            with attempt:
-                if attempt_no:
-                    self.stats.retries += 1
-                attempt_no += 1
-                return await self._request(texts, kind)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_transient),
+                stop=stop_after_attempt(self.max_retries + 1),
+                wait=self._wait,
+                reraise=True,
+            ):
+                with attempt:
+                    if attempt_no:
+                        self.stats.retries += 1
+                    attempt_no += 1
+                    return await self._request(texts, kind)
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            where = ", ".join(e.url for e in self._endpoints)
+            raise EmbeddingError(f"{where}: gave up after {attempt_no} attempts: {_describe(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, retry_state) -> float:  # noqa: ANN001 - tenacity's RetryCallState
@@ -256,8 +263,8 @@ class RemoteEmbedder(Embedder):
             kwargs["extra_body"] = extra
         try:
             response = await endpoint.client.embeddings.create(**kwargs)  # type: ignore[attr-defined]
-        except openai.BadRequestError as exc:
-            self.stats.count_error("400")
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            self.stats.count_error(str(exc.status_code))
             message = _server_message(exc)
             if _TOO_LONG.search(message):
                 raise InputTooLongError(f"{endpoint.url}: input too long for {self.model}: {message}") from None
@@ -267,7 +274,7 @@ class RemoteEmbedder(Embedder):
                     "as Matryoshka: vLLM --hf-overrides '{\"is_matryoshka\": true}', SGLang "
                     "--json-model-override-args '{\"matryoshka_dimensions\": [...]}'; or drop --dimensions"
                 ) from None
-            raise EmbeddingError(f"{endpoint.url} refused the request (HTTP 400): {message}") from None
+            raise EmbeddingError(f"{endpoint.url} refused the request (HTTP {exc.status_code}): {message}") from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise EmbeddingError(f"{endpoint.url}: not authorised ({exc.status_code}): check KB_API_KEY") from None
         except openai.NotFoundError as exc:
@@ -277,6 +284,13 @@ class RemoteEmbedder(Embedder):
             ) from None
         except openai.APIStatusError as exc:
             self.stats.count_error(str(exc.status_code))
+            message = _server_message(exc)
+            if exc.status_code == 413 and _TOO_LONG.search(message):  # TEI: "Input validation error ... tokens"
+                raise InputTooLongError(f"{endpoint.url}: input too long for {self.model}: {message}") from None
+            if exc.status_code == 413:
+                raise InputTooLongError(f"{endpoint.url}: request too large (HTTP 413): {message}") from None
+            if not _is_transient(exc):
+                raise EmbeddingError(f"{endpoint.url} refused the request (HTTP {exc.status_code}): {message}") from None
             raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             self.stats.count_error(type(exc).__name__)
@@ -323,6 +337,20 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (ValueError,)) and not isinstance(error, EmbeddingError)
 
 
+def _describe(error: BaseException) -> str:
+    """A transient fault in words a user can act on."""
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return "timed out (raise --timeout, or lower --batch-tokens)"
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error.__context__
+        return f"connection failed ({cause or error})"
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {_server_message(error)}"
+    return f"{type(error).__name__}: {error}"
+
+
 def _retry_after(error: BaseException | None) -> float | None:
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None)
@@ -340,8 +368,12 @@ def _retry_after(error: BaseException | None) -> float | None:
 
 def _server_message(error: object) -> str:
     body = getattr(error, "body", None)
+    if isinstance(body, str) and body:  # the openai client unwraps TEI's {"error": "..."} to the string
+        return body
     if isinstance(body, dict):
         inner = body.get("error", body)
+        if isinstance(inner, str) and inner:  # TEI: {"error": "...", "error_type": "..."}
+            return inner
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
         if body.get("message"):

@@ -61,15 +61,24 @@ def sha256_of(path: str | Path) -> str:
 
 
 def discover(
-    paths: Iterable[str | Path], include: list[str] | None = None, exclude: list[str] | None = None
+    paths: Iterable[str | Path],
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    skip: Iterable[str | Path] = (),
 ) -> tuple[list[Path], list[LoadError]]:
     """Files to ingest under `paths` (folders walked recursively), and errors for paths that can't be.
 
-    In folders only supported types are taken (others are not documents); a file named explicitly
-    with an unsupported type is an error. Globs match the path relative to the folder, or the name.
+    In folders only supported types are taken (others are not documents), hidden files and folders
+    are passed over, and so are the `skip` folders (kb's own store); a file named explicitly with an
+    unsupported type is an error, and so is a folder that cannot be read. Globs match the path
+    relative to the folder, or the name.
     """
     found: dict[str, Path] = {}
     errors: list[LoadError] = []
+    skipped = {str(Path(p).resolve()) for p in skip}
+
+    def unreadable(error: OSError) -> None:
+        errors.append(LoadError(str(error.filename), f"cannot read folder: {error.strerror or error}"))
 
     def wanted(relative: str) -> bool:
         name = os.path.basename(relative)
@@ -84,8 +93,10 @@ def discover(
         path = Path(raw).expanduser()
         if path.is_dir():
             # followlinks=False: a symlinked folder loop cannot make the walk endless.
-            for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "chroma")
+            for folder, dirs, files in os.walk(path, onerror=unreadable):
+                dirs[:] = sorted(
+                    d for d in dirs if not d.startswith(".") and str(Path(folder, d).resolve()) not in skipped
+                )
                 for name in sorted(files):
                     file = Path(folder, name)
                     if name.startswith(".") or file_type_of(file) is None:
@@ -199,6 +210,11 @@ def _html_to_text(html: str) -> tuple[str | None, str]:
     title = title_tag.get_text(" ", strip=True) if title_tag else None
     for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe", "object"]):
         tag.decompose()
+    # Not visible to a reader: not indexed either.
+    for tag in soup.find_all(lambda t: t.has_attr("hidden") or t.get("aria-hidden") == "true"):
+        tag.decompose()
+    for cell in soup.find_all(["td", "th"]):
+        cell.insert_after(NavigableString(" | "))
     for level in range(1, 7):
         for heading in soup.find_all(f"h{level}"):
             heading.replace_with(NavigableString(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n"))

@@ -180,6 +180,7 @@ class _Run:
         self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue()
         self.slots = asyncio.Semaphore(embedder.concurrency)
         self.ensured = False
+        self.group: asyncio.TaskGroup | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
 
     def _finish(self, outcome: FileOutcome) -> None:
@@ -187,7 +188,8 @@ class _Run:
         self.progress.file_done(outcome, self.sizes.get(outcome.source, 0))
 
     async def go(self, paths: Sequence[str | Path], prune: bool) -> list[FileOutcome]:
-        files, errors = discover(paths, self.settings.include, self.settings.exclude)
+        store = [] if self.settings.chroma_url else [self.settings.chroma_path]
+        files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
         records = await asyncio.to_thread(self.kb.documents)
@@ -208,9 +210,17 @@ class _Run:
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
+                    self.group = group  # embedding tasks join it, so a failure cancels them all
                     group.create_task(self._produce(todo))
                     group.create_task(self._batch())
                     group.create_task(self._write())
+        except BaseExceptionGroup as errors:
+            # A stage failed for the whole run (a model mismatch found at the first write, a store error):
+            # report the kb error itself, not asyncio's wrapper.
+            first = next((e for e in errors.exceptions if isinstance(e, KbError)), None)
+            if first is None:
+                raise
+            raise first from None
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
         if prune:
@@ -219,70 +229,68 @@ class _Run:
 
     async def _produce(self, todo: list[tuple[Path, str]]) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            for path, digest in todo:
-                try:
-                    loaded, pieces = await loop.run_in_executor(
-                        self.pool, prepare, path, digest, self.chunker, self.pdf_password
-                    )
-                except LoadError as exc:
-                    self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
-                    continue
-                except Exception as exc:  # a parser bug must not end the run: report it on the file
-                    self._finish(FileOutcome(str(path), "failed", reason=f"{type(exc).__name__}: {exc}"))
-                    continue
-                item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
-                self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
-                if not pieces:
-                    await self.writes.put(item)
-                for index in range(len(pieces)):
-                    await self.queue.put((item, index))
-        finally:
-            await self.queue.put(None)
+        for path, digest in todo:
+            try:
+                loaded, pieces = await loop.run_in_executor(
+                    self.pool, prepare, path, digest, self.chunker, self.pdf_password
+                )
+            except LoadError as exc:
+                self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
+                continue
+            except Exception as exc:  # a parser bug must not end the run: report it on the file
+                self._finish(FileOutcome(str(path), "failed", reason=f"{type(exc).__name__}: {exc}"))
+                continue
+            item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
+            self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
+            if not pieces:
+                await self.writes.put(item)
+            for index in range(len(pieces)):
+                await self.queue.put((item, index))
+        # Only a finished producer marks the end: if the run is cancelled, every stage is being cancelled.
+        await self.queue.put(None)
 
     async def _batch(self) -> None:
         """Group queued chunks into requests bounded in inputs and tokens; keep `concurrency` in flight."""
         max_inputs, max_tokens = self.settings.batch_inputs, self.settings.batch_tokens
+        assert self.group is not None
         pending: set[asyncio.Task] = set()
-        done = False
         carry: tuple[_InFlight, int] | None = None
-        try:
-            while not done:
-                await self.slots.acquire()
-                batch: list[tuple[_InFlight, int]] = []
-                tokens = 0
-                while len(batch) < max_inputs:
-                    if carry is not None:
-                        entry, carry = carry, None
-                    elif batch:
-                        try:
-                            entry = await asyncio.wait_for(self.queue.get(), timeout=0.005)
-                        except TimeoutError:
-                            break
-                    else:
-                        entry = await self.queue.get()
-                    if entry is None:
-                        done = True
+        done = False
+        while not done:
+            await self.slots.acquire()  # released by the request when it ends
+            batch: list[tuple[_InFlight, int]] = []
+            tokens = 0
+            while len(batch) < max_inputs:
+                if carry is not None:
+                    entry, carry = carry, None
+                elif batch:
+                    try:  # a short wait fills a batch when chunks are arriving; an idle queue sends it
+                        entry = await asyncio.wait_for(self.queue.get(), timeout=0.005)
+                    except TimeoutError:
                         break
-                    item, index = entry
-                    if item.failed:
-                        continue
-                    cost = item.pieces[index][1].tokens
-                    if batch and tokens + cost > max_tokens:
-                        carry = entry
-                        break
-                    batch.append(entry)
-                    tokens += cost
-                if not batch:
-                    self.slots.release()
+                else:
+                    entry = await self.queue.get()
+                if entry is None:
+                    done = True
+                    break
+                item, index = entry
+                if item.failed:
                     continue
-                task = asyncio.create_task(self._embed(batch, tokens))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
-        finally:
-            await self.writes.put(None)
+                cost = item.pieces[index][1].tokens
+                if batch and tokens + cost > max_tokens:
+                    carry = entry
+                    break
+                batch.append(entry)
+                tokens += cost
+            if not batch:
+                self.slots.release()
+                continue
+            task = self.group.create_task(self._embed(batch, tokens))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+        await self.writes.put(None)
 
     async def _embed(self, batch: list[tuple[_InFlight, int]], tokens: int) -> None:
         try:
@@ -319,24 +327,17 @@ class _Run:
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
 
     async def _write(self) -> None:
-        deferred: list[_InFlight] = []
         while (item := await self.writes.get()) is not None:
-            if not await self._ensure():
-                deferred.append(item)  # dimension not known yet: only files without chunks get here
-                continue
+            # A file without chunks needs only its record; the chunk collection waits for a known dimension.
+            if item.pieces:
+                await self._ensure()
             await self._store(item)
-        for item in deferred:
-            if await self._ensure():
-                await self._store(item)
-            else:
-                self._finish(FileOutcome(item.loaded.source, "ingested", warnings=item.loaded.warnings))
 
-    async def _ensure(self) -> bool:
+    async def _ensure(self) -> None:
         if self.ensured:
-            return True
-        dimension = self.embedder.dimension or (self.kb.spec.dimension if self.kb.spec else None)
-        if dimension is None:
-            return False
+            return
+        dimension = self.embedder.dimension
+        assert dimension is not None, "vectors arrived, so the dimension is known"
         spec = CollectionSpec(
             model=self.embedder.model,
             dimension=dimension,
@@ -345,10 +346,10 @@ class _Run:
             tokenizer=self.chunker.counter.name,
             chunk_tokens=self.chunker.chunk_tokens,
             overlap=self.chunker.overlap,
+            requested_dimensions=getattr(self.embedder, "dimensions", None) or 0,
         )
         await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
         self.ensured = True
-        return True
 
     async def _store(self, item: _InFlight) -> None:
         loaded = item.loaded

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -135,5 +135,10 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
         return Settings(**overrides)
     except ConfigError:
         raise
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"invalid settings: {exc}") from exc
+    except ValidationError as exc:
+        # Never echo input values: they include the API key.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -36,6 +36,7 @@ class CollectionSpec:
     tokenizer: str
     chunk_tokens: int
     overlap: int
+    requested_dimensions: int = 0  # `dimensions` sent with every request (Matryoshka), 0 for none
 
     def to_metadata(self) -> dict[str, Any]:
         return {f"kb_{key}": value for key, value in asdict(self).items()} | {"kb_schema": SCHEMA}
@@ -45,7 +46,7 @@ class CollectionSpec:
         metadata = metadata or {}
         if "kb_model" not in metadata:
             return None
-        return cls(**{name: metadata[f"kb_{name}"] for name in cls.__dataclass_fields__})
+        return cls(**{name: metadata[f"kb_{name}"] for name in cls.__dataclass_fields__ if f"kb_{name}" in metadata})
 
 
 @dataclass
@@ -184,31 +185,48 @@ class KnowledgeBase:
             )
 
     def ensure(self, spec: CollectionSpec) -> None:
-        """Create the collections for `spec`, or check the existing ones match it."""
+        """Create the collections for `spec`, or check the existing ones match it (and record new chunking)."""
         self.check_model(spec.model, spec.dimension, spec.instruction)
+        current = self.spec
         try:
             self._chunks = self.client.get_or_create_collection(
                 self.name,
                 embedding_function=None,
                 metadata={"hnsw:space": "cosine", **spec.to_metadata()},
             )
-            self._docs = self.client.get_or_create_collection(
-                self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
-            )
+            if current is not None and current != spec:
+                # Same model and dimension, new chunking or query task: keep the record true. The distance
+                # function may not be passed again (Chroma refuses any change to it).
+                self._chunks.modify(metadata=spec.to_metadata())
+        except ModelMismatchError:
+            raise
         except Exception as exc:
             raise StoreError(f"cannot create collection {self.name!r}: {exc}") from None
+        self._ensure_docs()
+
+    def _ensure_docs(self) -> None:
+        if self._docs is None:
+            try:
+                self._docs = self.client.get_or_create_collection(
+                    self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
+                )
+            except Exception as exc:
+                raise StoreError(f"cannot create collection {self.name + DOCS_SUFFIX!r}: {exc}") from None
 
     def _open_existing(self) -> bool:
+        """Open what exists; True when the chunk collection does."""
         if self._chunks is None:
             self._chunks = self._find(self.name)
+        if self._docs is None:
             self._docs = self._find(self.name + DOCS_SUFFIX)
-        return self._chunks is not None and self._docs is not None
+        return self._chunks is not None
 
     # -- documents ---------------------------------------------------------------------------
 
     def documents(self) -> dict[str, DocumentRecord]:
         """Every ingested document, by source path."""
-        if not self._open_existing():
+        self._open_existing()
+        if self._docs is None:
             return {}
         records: dict[str, DocumentRecord] = {}
         total = self._docs.count()
@@ -232,21 +250,27 @@ class KnowledgeBase:
         self, record: DocumentRecord, ids: Sequence[str], vectors: np.ndarray,
         texts: Sequence[str], metadatas: Sequence[dict[str, Any]],
     ) -> None:
-        """Store a document's chunks, drop its chunks from older versions, then commit its record."""
-        if self._chunks is None or self._docs is None:
+        """Store a document's chunks, drop any other chunks of its source (older versions, other chunking),
+        then commit its record. A document without chunks needs no chunk collection."""
+        if ids and self._chunks is None:
             raise StoreError("collection not created: call ensure() first")
+        self._open_existing()
+        self._ensure_docs()
         try:
-            step = self.max_batch
-            for start in range(0, len(ids), step):
-                end = start + step
-                self._chunks.upsert(
-                    ids=list(ids[start:end]),
-                    embeddings=vectors[start:end],
-                    documents=list(texts[start:end]),
-                    metadatas=list(metadatas[start:end]),
-                )
-            # Old versions of the file: same source, another hash.
-            self._chunks.delete(where={"$and": [{"source": record.source}, {"sha256": {"$ne": record.sha256}}]})
+            if self._chunks is not None:
+                step = self.max_batch
+                for start in range(0, len(ids), step):
+                    end = start + step
+                    self._chunks.upsert(
+                        ids=list(ids[start:end]),
+                        embeddings=vectors[start:end],
+                        documents=list(texts[start:end]),
+                        metadatas=list(metadatas[start:end]),
+                    )
+                keep = set(ids)
+                stale = [i for i in self._chunks.get(where={"source": record.source}, include=[])["ids"] if i not in keep]
+                for start in range(0, len(stale), self.max_batch):
+                    self._chunks.delete(ids=stale[start : start + self.max_batch])
             self._docs.upsert(
                 ids=[record.id], embeddings=[[1.0]], documents=[record.title], metadatas=[record.to_metadata()]
             )
@@ -255,16 +279,18 @@ class KnowledgeBase:
 
     def delete_document(self, source: str) -> int:
         """Remove a document and its chunks. Returns how many chunks went."""
-        if not self._open_existing():
-            return 0
+        self._open_existing()
+        removed: list[str] = []
         try:
-            found = self._chunks.get(where={"source": source}, include=[])
-            if found["ids"]:
-                self._chunks.delete(ids=found["ids"])
-            self._docs.delete(ids=[document_id(source)])
+            if self._chunks is not None:
+                removed = self._chunks.get(where={"source": source}, include=[])["ids"]
+                for start in range(0, len(removed), self.max_batch):
+                    self._chunks.delete(ids=removed[start : start + self.max_batch])
+            if self._docs is not None:
+                self._docs.delete(ids=[document_id(source)])
         except Exception as exc:
             raise StoreError(f"cannot delete {source} from collection {self.name!r}: {exc}") from None
-        return len(found["ids"])
+        return len(removed)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -188,6 +188,9 @@ def ingest_command(
     except KbError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
+        raise typer.Exit(130) from None
     _summary(report)
     if as_json:
         out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
@@ -269,7 +272,20 @@ def status_command(
 
 
 def main() -> None:
-    app()
+    """Entry point: kb errors were already reported; anything else still ends with a message, not a traceback."""
+    import os
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("KB_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))} "
+                  "(set KB_DEBUG=1 for a traceback)")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

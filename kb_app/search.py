@@ -60,7 +60,13 @@ class Searcher:
                 "queries must use the same model"
             )
         self.spec = spec
-        self.embedder = embedder or make_embedder(settings, model=spec.model, instruction=spec.instruction)
+        if settings.dimensions and settings.dimensions != spec.dimension:
+            raise ConfigError(
+                f"collection {self.kb.name!r} holds {spec.dimension}-dimensional vectors, not {settings.dimensions}"
+            )
+        # Queries ask for the same Matryoshka dimension the documents were embedded with.
+        query_settings = settings.model_copy(update={"dimensions": spec.requested_dimensions or None})
+        self.embedder = embedder or make_embedder(query_settings, model=spec.model, instruction=spec.instruction)
         # Queries are formatted the way the collection's documents expect.
         self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
 

@@ -5,7 +5,7 @@ answers deterministic vectors (a hash of each input), so tests can check order a
 storage. Faults are taken from a script, one per request: "429", "429:2" (Retry-After 2 s), "503",
 "500", "drop" (close the connection with no answer), "slow" (sleep past the client's timeout),
 "count" (one vector too few), "json" (malformed body), "dim" (vectors of the wrong dimension),
-"400" (a request error no retry can fix), "ok". Inputs longer than `max_tokens` (whitespace words plus one) get vLLM's over-length HTTP 400.
+"400" (a request error no retry can fix), "401", "ok". Inputs longer than `max_tokens` (whitespace words plus one) get vLLM's over-length HTTP 400.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class FakeEmbeddingServer:
         self.inputs: list[list[str]] = []  # inputs of each successful answer
         self.bodies: list[dict] = []  # every embeddings request body received
         self.tokenize_calls = 0
+        self.too_long_status = 400  # 400 like vLLM/SGLang, 413 like TEI
         self.delay = 0.0  # seconds every embeddings request takes, to see requests overlap
         self.active = 0
         self.max_active = 0  # most embeddings requests in flight at once
@@ -111,6 +112,9 @@ class FakeEmbeddingServer:
                     headers = {"Retry-After": fault.split(":")[1]} if ":" in fault else {}
                     self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, headers)
                     return
+                if fault == "401":
+                    self._send(401, {"error": {"message": "Invalid API key", "type": "invalid_request_error"}})
+                    return
                 if fault == "400":
                     self._send(400, {"object": "error", "type": "BadRequestError", "code": 400,
                                      "message": "The model `nope` does not exist."})
@@ -128,6 +132,10 @@ class FakeEmbeddingServer:
                     self._send(200, None, raw=b'{"object": "list", "data": [{"embedding": [0.1, ')
                     return
                 longest = max(fake_tokens(t) for t in texts)
+                if longest > server.max_tokens and server.too_long_status == 413:
+                    self._send(413, {"error": f"Input validation error: `inputs` must have less than "
+                                              f"{server.max_tokens} tokens. Given: {longest}", "error_type": "Validation"})
+                    return
                 if longest > server.max_tokens:
                     self._send(400, {"object": "error", "type": "BadRequestError", "code": 400, "message": (
                         f"This model's maximum context length is {server.max_tokens} tokens. However, you "

@@ -86,9 +86,29 @@ def test_config_errors_exit_2_without_traceback_and_never_print_keys(workdir, tm
 
 def test_auth_failure_never_prints_the_key(tmp_path, fake_server):
     (tmp_path / "a.md").write_text("# A\n\nSomething to embed.")
-    fake_server.script(*["drop"] * 50)
+    fake_server.script("401")
     result = kb("ingest", str(tmp_path / "a.md"), "--endpoint", fake_server.url, "--model", "fake",
                 "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "s"), cwd=tmp_path,
                 env={"KB_API_KEY": "sk-do-not-print-me", "KB_MAX_RETRIES": "1"}, check=1)
-    assert "a.md" in result.stderr and "sk-do-not-print-me" not in result.stdout + result.stderr
+    assert "a.md" in result.stderr and "not authorised" in result.stderr
+    assert "sk-do-not-print-me" not in result.stdout + result.stderr
     assert fake_server.bodies  # the request really went out (with the key in its header only)
+
+
+def test_invalid_settings_never_echo_the_key(tmp_path):
+    result = kb("status", cwd=tmp_path, env={"KB_API_KEY": "sk-do-not-print-me", "KB_OVERLAP": "300"}, check=2)
+    assert "overlap" in result.stderr and "sk-do-not-print-me" not in result.stdout + result.stderr
+
+
+def test_mid_run_dimension_mismatch_exits_2_without_traceback(tmp_path, fake_server):
+    (tmp_path / "a.md").write_text("# A\n\nSomething to embed.")
+    (tmp_path / "b.md").write_text("# B\n\nSomething else to embed.")
+    common = ["--endpoint", fake_server.url, "--model", "fake", "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "s")]
+    kb("ingest", str(tmp_path / "a.md"), "--dimensions", "8", *common, cwd=tmp_path, check=0)
+    result = kb("ingest", str(tmp_path / "b.md"), *common, cwd=tmp_path, check=2)
+    assert "8-dimensional" in result.stderr and "16-dimensional" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The collection built with --dimensions is searched at its own dimension.
+    found = json.loads(kb("search", "something", "--json", "--endpoint", fake_server.url,
+                          "--chroma-path", str(tmp_path / "s"), cwd=tmp_path, check=0).stdout)
+    assert found[0]["source"].endswith("a.md")

@@ -47,6 +47,15 @@ def test_text_formats(name, kind, title):
         assert loaded.title and loaded.title != Path(name).stem
 
 
+def test_html_tables_and_hidden_elements(tmp_path):
+    path = tmp_path / "t.html"
+    path.write_text("<table><tr><th>Name</th><th>Temp</th></tr><tr><td>green tea</td><td>80°C</td></tr></table>"
+                    "<p hidden>secret</p><div aria-hidden='true'>decoration</div><p>visible</p>")
+    text = load(path).documents[0].text
+    assert "green tea | 80°C" in text and "Name | Temp" in text
+    assert "secret" not in text and "decoration" not in text and "visible" in text
+
+
 def test_non_utf8_text_is_decoded(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("Café crème brûlée, déjà vu, naïve façade. ".encode("cp1252") * 20)

@@ -145,12 +145,37 @@ def test_another_model_is_refused_and_nothing_is_mixed(corpus, store, fake_serve
     assert len(KnowledgeBase.open(load_settings(chroma_path=store)).documents()) == 3
 
 
-def test_changing_chunk_size_rechunks(corpus, store):
-    ingest([corpus / "zh"], load_settings(chroma_path=store))
-    report = ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=128, overlap=16))
+@pytest.mark.parametrize(("first", "second"), [((512, 64), (96, 8)), ((64, 8), (512, 64))])
+def test_changing_chunk_size_rechunks_and_leaves_no_stale_chunks(corpus, store, first, second):
+    ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=first[0], overlap=first[1]))
+    report = ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=second[0], overlap=second[1]))
     assert len(report.of("ingested")) == 3
     kb = KnowledgeBase.open(load_settings(chroma_path=store))
-    assert all(c.metadata["tokens"] <= 128 for s in kb.documents() for c in kb.chunks_of(s))
+    assert kb.count() == sum(r.chunks for r in kb.documents().values()) == report.chunks
+    assert (kb.spec.chunk_tokens, kb.spec.overlap) == second  # the collection's record follows
+    chunks, _ = kb.all_chunks()
+    assert max(c.metadata["tokens"] for c in chunks) <= second[0]
+
+
+def test_empty_file_is_recorded_on_a_remote_first_run(tmp_path, store, fake_server):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "empty.md").write_text("   \n")
+    settings = fake_settings(fake_server, store)
+    first = ingest([tmp_path / "docs"], settings, embedder=fake_embedder(fake_server))
+    assert [o.status for o in first.outcomes] == ["ingested"] and first.outcomes[0].warnings
+    second = ingest([tmp_path / "docs"], settings, embedder=fake_embedder(fake_server))
+    assert [o.status for o in second.outcomes] == ["unchanged"] and fake_server.requests == 0
+
+
+def test_mid_run_dimension_mismatch_ends_the_run_cleanly(corpus, store, fake_server):
+    ingest([corpus / "zh"], fake_settings(fake_server, store, dimensions=8),
+           embedder=fake_embedder(fake_server, dimensions=8))
+    with pytest.raises(ModelMismatchError, match="8-dimensional.*16-dimensional"):
+        # Enough chunks to fill the queue: the run must end, not hang, when the writer refuses.
+        ingest([corpus / "en"], fake_settings(fake_server, store, chunk_tokens=32, overlap=0, batch_inputs=1),
+               embedder=fake_embedder(fake_server))
+    kb = KnowledgeBase.open(load_settings(chroma_path=store))
+    assert all(r.source.startswith(str(corpus / "zh")) for r in kb.documents().values())
 
 
 def test_chroma_server(corpus, chroma_server):

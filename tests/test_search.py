@@ -43,7 +43,6 @@ def test_cross_lingual_question_finds_the_other_language_passage_first(sample_kb
     assert Path(top.source) == (ROOT / expected).resolve(), [(r.source, r.score) for r in results]
     if page:
         assert top.page == page
-    assert top.score > results[-1].score or len(results) == 1 or top.score == results[-1].score
 
 
 def test_results_are_ranked_and_carry_provenance(sample_kb):
@@ -51,11 +50,12 @@ def test_results_are_ranked_and_carry_provenance(sample_kb):
     assert [r.rank for r in results] == [1, 2, 3, 4, 5]
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
     top = results[0]
-    assert top.file_type == "html" and top.title and top.chunk_id
-    source_text = (DATA / "en" / "coffee-brewing.html").read_text()
-    assert "90" in top.text and top.start is not None and top.end > top.start
-    assert source_text  # the chunk is the loader's text, not the raw HTML
-    assert "<p>" not in top.text
+    assert top.file_type == "html" and top.title == "A Practical Guide to Brewing Coffee" and top.chunk_id
+    assert "90 to 96" in top.text and "<p>" not in top.text  # the loader's text, not the raw HTML
+    from ingest.loaders import load
+
+    document_text = load(DATA / "en" / "coffee-brewing.html").documents[0].text
+    assert document_text[top.start : top.end] == top.text  # offsets point into the document
 
 
 def test_where_filter(sample_kb):
