@@ -28,6 +28,13 @@ async def embed_and_close(embedder, texts, kind="document"):
         await embedder.aclose()
 
 
+async def partial_and_close(embedder, texts):
+    try:
+        return await embedder.embed_partial(texts)
+    finally:
+        await embedder.aclose()
+
+
 def test_vectors_come_back_in_order_and_normalised(fake_server):
     texts = [f"text number {i}" for i in range(40)]
     vectors = run(embed_and_close(remote(fake_server.url), texts))
@@ -75,14 +82,7 @@ def test_over_length_batch_is_split_until_the_offender_is_alone(fake_server):
         run(embed_and_close(embedder, texts))
     assert "maximum context length" in str(info.value)
 
-    async def partial():
-        embedder = remote(fake_server.url)
-        try:
-            return await embedder.embed_partial(texts)
-        finally:
-            await embedder.aclose()
-
-    vectors, errors = run(partial())
+    vectors, errors = run(partial_and_close(remote(fake_server.url), texts))
     assert list(errors) == [7]  # the split isolates the long one ...
     for position, text in enumerate(texts):  # ... and every other input keeps its own vector
         if position != 7:
@@ -122,14 +122,7 @@ def test_tei_style_413_over_length_is_split_too(fake_server):
     fake_server.max_tokens, fake_server.too_long_status = 50, 413
     texts = ["short one", "long " * 80, "short two"]
 
-    async def partial():
-        embedder = remote(fake_server.url)
-        try:
-            return await embedder.embed_partial(texts)
-        finally:
-            await embedder.aclose()
-
-    vectors, errors = run(partial())
+    vectors, errors = run(partial_and_close(remote(fake_server.url), texts))
     assert list(errors) == [1] and "must have less than 50 tokens" in str(errors[1])
     np.testing.assert_allclose(vectors[2], fake_vector("short two"), atol=1e-6)
 
