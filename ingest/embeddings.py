@@ -130,6 +130,7 @@ class _Endpoint:
     url: str
     client: object
     outstanding: int = 0  # tokens (or inputs) in flight, to balance several endpoints
+    loop: object = None  # the event loop the client's connections belong to
 
 
 class RemoteEmbedder(Embedder):
@@ -162,17 +163,23 @@ class RemoteEmbedder(Embedder):
         self.max_retries = max_retries
         self.concurrency = max_in_flight * len(endpoints)
         self._backoff = (backoff_base, backoff_max)
-        self._endpoints = [
-            _Endpoint(
-                url,
-                AsyncOpenAI(base_url=_v1(url), api_key=api_key or "EMPTY", max_retries=0, timeout=timeout),
-            )
-            for url in endpoints
-        ]
+        self._new_client = lambda url: AsyncOpenAI(
+            base_url=_v1(url), api_key=api_key or "EMPTY", max_retries=0, timeout=timeout
+        )
+        self._endpoints = [_Endpoint(url, None) for url in endpoints]
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
-            await endpoint.client.close()  # type: ignore[attr-defined]
+            if endpoint.client is not None and endpoint.loop is asyncio.get_running_loop():
+                await endpoint.client.close()  # type: ignore[attr-defined]
+            endpoint.client = None
+
+    def _client(self, endpoint: _Endpoint):  # noqa: ANN202
+        """The endpoint's client for the running event loop: connections can't cross loops (a UI runs one a query)."""
+        loop = asyncio.get_running_loop()
+        if endpoint.client is None or endpoint.loop is not loop:
+            endpoint.client, endpoint.loop = self._new_client(endpoint.url), loop
+        return endpoint.client
 
     async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         vectors, errors = await self.embed_partial(texts, kind)
@@ -262,7 +269,7 @@ class RemoteEmbedder(Embedder):
         if extra:
             kwargs["extra_body"] = extra
         try:
-            response = await endpoint.client.embeddings.create(**kwargs)  # type: ignore[attr-defined]
+            response = await self._client(endpoint).embeddings.create(**kwargs)
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
             self.stats.count_error(str(exc.status_code))
             message = _server_message(exc)

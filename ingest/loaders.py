@@ -32,6 +32,7 @@ class Document:
     sha256: str
     text: str
     page: int | None = None
+    language: str | None = None
 
 
 @dataclass
@@ -46,6 +47,33 @@ class LoadedFile:
     documents: list[Document]
     pages: int | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def language(self) -> str | None:
+        """The language most of the file's text is in (by pages), if it could be told."""
+        counts: dict[str, int] = {}
+        for doc in self.documents:
+            if doc.language:
+                counts[doc.language] = counts.get(doc.language, 0) + len(doc.text)
+        return max(counts, key=counts.get) if counts else None
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of the text's main language (langdetect, profiles shipped in the package), or None.
+
+    Seeded, so the same text always gets the same answer; Chinese variants are reported as `zh`.
+    """
+    sample = text[:3000]
+    if sum(ch.isalpha() for ch in sample) < 20:
+        return None
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    DetectorFactory.seed = 0
+    try:
+        code = detect(sample)
+    except LangDetectException:
+        return None
+    return code.split("-")[0]
 
 
 def file_type_of(path: str | Path) -> str | None:
@@ -141,7 +169,7 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
         title = title or path.stem
     else:
         title = _text_title(text, kind) or path.stem
-    documents = [Document(source, kind, title, digest, text)] if text.strip() else []
+    documents = [Document(source, kind, title, digest, text, None, detect_language(text))] if text.strip() else []
     warnings = [] if documents else ["no text in file"]
     return LoadedFile(source, kind, title, digest, len(data), documents, None, warnings)
 
@@ -266,7 +294,7 @@ def _load_pdf(source: str, data: bytes, digest: str, password: str | None) -> Lo
             continue
         text = text.replace("\x00", "").strip()
         if text:
-            documents.append(Document(source, "pdf", title, digest, text, number))
+            documents.append(Document(source, "pdf", title, digest, text, number, detect_language(text)))
     if failed_pages and not documents:
         raise LoadError(source, f"no page of the PDF could be read (pages {failed_pages[:5]}...)")
     warnings = []

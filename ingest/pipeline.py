@@ -85,6 +85,7 @@ class Progress(Protocol):
     def start(self, files: int, total_bytes: int) -> None: ...
     def planned(self, chunks: int, tokens: int) -> None: ...
     def embedded(self, chunks: int, tokens: int) -> None: ...
+    def file_progress(self, source: str, done: int, total: int) -> None: ...
     def file_done(self, outcome: FileOutcome, size: int) -> None: ...
 
 
@@ -92,6 +93,7 @@ class _Silent:
     def start(self, files: int, total_bytes: int) -> None: ...
     def planned(self, chunks: int, tokens: int) -> None: ...
     def embedded(self, chunks: int, tokens: int) -> None: ...
+    def file_progress(self, source: str, done: int, total: int) -> None: ...
     def file_done(self, outcome: FileOutcome, size: int) -> None: ...
 
 
@@ -133,10 +135,15 @@ def ingest(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     pdf_password: str | None = None,
+    force: bool = False,
 ) -> IngestReport:
-    """Ingest `paths` (files or folders) into the knowledge base `settings` names."""
+    """Ingest `paths` (files or folders) into the knowledge base `settings` names.
+
+    `force` re-reads and re-embeds files even when they are unchanged (re-index).
+    """
     return asyncio.run(
-        ingest_async(paths, settings, prune=prune, progress=progress, embedder=embedder, pdf_password=pdf_password)
+        ingest_async(paths, settings, prune=prune, progress=progress, embedder=embedder,
+                     pdf_password=pdf_password, force=force)
     )
 
 
@@ -148,6 +155,7 @@ async def ingest_async(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     pdf_password: str | None = None,
+    force: bool = False,
 ) -> IngestReport:
     started = time.perf_counter()
     progress = progress or _Silent()
@@ -158,7 +166,7 @@ async def ingest_async(
         kb.check_model(embedder.model, settings.dimensions, embedder.instruction.name)
         chunker = make_chunker(settings, embedder)
         run = _Run(kb, embedder, chunker, settings, progress, pdf_password)
-        outcomes = await run.go(paths, prune)
+        outcomes = await run.go(paths, prune, force)
     finally:
         if own_embedder:
             await embedder.aclose()
@@ -187,7 +195,7 @@ class _Run:
         self.outcomes.append(outcome)
         self.progress.file_done(outcome, self.sizes.get(outcome.source, 0))
 
-    async def go(self, paths: Sequence[str | Path], prune: bool) -> list[FileOutcome]:
+    async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False) -> list[FileOutcome]:
         store = [] if self.settings.chroma_url else [self.settings.chroma_path]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         for error in errors:
@@ -202,7 +210,7 @@ class _Run:
                 self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
                 continue
             record = records.get(str(path))
-            if record and record.sha256 == digest and record.chunking == self.chunker.signature:
+            if not force and record and record.sha256 == digest and record.chunking == self.chunker.signature:
                 self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
             else:
                 todo.append((path, digest))
@@ -310,13 +318,17 @@ class _Run:
                 self._fail([batch[position]], f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
                                               f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
             self.progress.embedded(len(batch) - len(too_long), tokens)
+            touched: dict[int, _InFlight] = {}
             for (item, index), vector in zip(batch, vectors):
                 if item.failed or vector is None:
                     continue
                 item.vectors[index] = vector
                 item.remaining -= 1
+                touched[id(item)] = item
                 if item.remaining == 0:
                     await self.writes.put(item)
+            for item in touched.values():
+                self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
             self.slots.release()
 
@@ -364,12 +376,15 @@ class _Run:
             }
             if doc.page is not None:
                 metadata["page"] = doc.page
+            if doc.language:
+                metadata["language"] = doc.language
             metadatas.append(metadata)
         tokens = sum(c.tokens for _, c in item.pieces)
         record = DocumentRecord(
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
             chunks=len(ids), tokens=tokens, pages=loaded.pages, size=loaded.size,
             chunking=self.chunker.signature, ingested_at=now(), warnings="; ".join(loaded.warnings),
+            language=loaded.language,
         )
         vectors = np.vstack(item.vectors) if ids else np.zeros((0, self.embedder.dimension or 1), np.float32)
         try:

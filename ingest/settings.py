@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=8, ge=0)
 
+    # The browser UI: where uploads are kept, and how much it accepts at once.
+    upload_dir: Path = Path("data/uploads")
+    max_upload_mb: int = Field(default=50, ge=1)
+    max_upload_files: int = Field(default=20, ge=1)
+
     # Which files.
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
     exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)

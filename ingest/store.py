@@ -64,6 +64,7 @@ class DocumentRecord:
     chunking: str
     ingested_at: str
     warnings: str = ""
+    language: str | None = None
 
     @property
     def id(self) -> str:

@@ -123,6 +123,9 @@ class RichProgress:
         self.tokens += tokens
         self._update()
 
+    def file_progress(self, source: str, done: int, total: int) -> None:
+        pass  # one bar for the run is enough on a terminal
+
     def file_done(self, outcome: FileOutcome, size: int) -> None:
         self.files += 1
         self._update(size)
@@ -269,6 +272,50 @@ def status_command(
             str(row.get("last_ingest") or ""),
         )
     out.print(table)
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    collection: Collection = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    config: Config = None,
+) -> None:
+    """Start the browser UI (Streamlit): search, upload, library, settings."""
+    import os
+    import subprocess
+
+    try:
+        settings = _settings(collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
+                             chroma_url=chroma_url, config=config)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    # The app reads the same settings from the environment.
+    env = dict(os.environ)
+    if config:
+        env["KB_CONFIG"] = str(config)
+    for name, value in (("COLLECTION", collection), ("MODEL", model), ("CHROMA_PATH", chroma_path), ("CHROMA_URL", chroma_url)):
+        if value is not None:
+            env[f"KB_{name}"] = str(value)
+    if endpoint:
+        env["KB_ENDPOINT"] = ",".join(endpoint)
+    script = Path(__file__).with_name("app.py")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(settings.max_upload_mb),
+        "--client.toolbarMode", "minimal",
+    ]
+    err.print(f"kb UI on http://{host}:{port} (collection {settings.collection}); Ctrl-C to stop")
+    try:
+        raise typer.Exit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 def main() -> None:

