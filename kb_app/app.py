@@ -114,7 +114,7 @@ def show_result(result: SearchResult, query: str, finder: Searcher) -> None:
     where = display_name(result.source) + (f", page {result.page}" if result.page else "")
     with st.container(border=True):
         st.html(
-            f'{CARD_STYLE}<div class="kb-head"><b>{result.rank}.</b> <span class="kb-score">{result.score:.3f}</span>'
+            f'{CARD_STYLE}<div class="kb-head" data-query="{html.escape(query, quote=True)}"><b>{result.rank}.</b> <span class="kb-score">{result.score:.3f}</span>'
             f" &nbsp; <b>{html.escape(result.title)}</b> &middot; "
             f'<span class="kb-source">{html.escape(where)}</span></div>'
         )

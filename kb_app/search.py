@@ -108,14 +108,15 @@ class Searcher:
             await self.embedder.aclose()  # this loop ends here; the next call opens its own connections
 
     def neighbours(self, result: SearchResult, around: int = 1) -> list[str]:
-        """The chunk before and after a result in its document (same page for PDFs), in order."""
-        chunks = self.kb.chunks_of(result.source)
-        index = next((c.metadata.get("chunk") for c in chunks if c.id == result.chunk_id), None)
-        if index is None:
+        """The result's chunk with the chunks just before and after it in reading order (page, then position)."""
+        ordered = sorted(
+            self.kb.chunks_of(result.source),
+            key=lambda c: (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)),
+        )
+        position = next((i for i, c in enumerate(ordered) if c.id == result.chunk_id), None)
+        if position is None:
             return []
-        same_page = [c for c in chunks if c.metadata.get("page") == result.page]
-        wanted = range(index - around, index + around + 1)
-        return [c.text for c in sorted(same_page, key=lambda c: c.metadata.get("chunk", 0)) if c.metadata.get("chunk") in wanted]
+        return [c.text for c in ordered[max(0, position - around) : position + around + 1]]
 
 
 def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:

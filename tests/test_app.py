@@ -106,6 +106,9 @@ def test_filters_and_reindex(app_env):
     at.multiselect(key="types").set_value(["pdf"]).run()
     heads = [b for b in bodies(at) if 'class="kb-head"' in b]
     assert heads and all("volcanoes.pdf, page" in h for h in heads)
+    at.multiselect(key="languages").set_value(["zh"]).run()  # no Chinese PDF: nothing can match
+    assert "No results" in at.warning[0].value and "filters" in at.warning[0].value
+    at.multiselect(key="languages").set_value([]).run()
 
     go(at, "Library")
     at.selectbox(key="manage").set_value(str(app_env / "uploads" / "solar-power.md")).run()

@@ -70,3 +70,16 @@ def test_searcher_refuses_another_model_and_empty_queries(sample_kb, tmp_path):
         search("   ", sample_kb)
     with pytest.raises(KbError, match="kb ingest"):
         search("anything", load_settings(chroma_path=tmp_path / "nothing"))
+
+
+def test_neighbours_are_the_chunks_around_a_result_in_reading_order(sample_kb):
+    from kb_app.search import Searcher
+
+    finder = Searcher(sample_kb)
+    result = finder.search("How do magma and subduction make volcanoes?", k=1).results[0]
+    assert result.source.endswith("volcanoes.pdf")
+    around = finder.neighbours(result)
+    assert result.text in around and 1 < len(around) <= 3
+    chunks = {c.text: c.metadata for c in finder.kb.chunks_of(result.source)}
+    order = [(chunks[text]["page"], chunks[text]["chunk"]) for text in around]
+    assert order == sorted(order) and {page for page, _ in order} == {1, 2}  # crosses the page break

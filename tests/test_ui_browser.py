@@ -81,8 +81,17 @@ def search(page, question: str) -> list[str]:
     box = page.get_by_label("Ask a question in any language")
     box.fill(question)
     box.press("Enter")
+    # Every result card names the query it answers: wait until all of them answer this one.
+    page.wait_for_function(
+        """(query) => {
+            const heads = [...document.querySelectorAll('.kb-head')];
+            return heads.length > 0 && heads.every(h => h.dataset.query === query)
+                && document.querySelectorAll('[data-stale="true"]').length === 0;
+        }""",
+        arg=question,
+        timeout=180_000,
+    )
     wait_idle(page)
-    page.get_by_text("results in").wait_for()
     return page.locator(".kb-source").all_inner_texts()
 
 
