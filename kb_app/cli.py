@@ -274,6 +274,55 @@ def status_command(
     out.print(table)
 
 
+@app.command("bench")
+def bench_command(
+    paths: Annotated[list[Path], typer.Argument(help="Corpus: files or folders")],
+    endpoint: Annotated[Optional[str], typer.Option(help="A real server to measure instead of the simulator")] = None,
+    model: Model = None,
+    model_size: Annotated[str, typer.Option(help="Simulated Qwen3-Embedding size: 0.6b, 4b or 8b")] = "4b",
+    dim: Annotated[Optional[int], typer.Option(help="Simulated vector dimension (default: the model's)")] = None,
+    batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")] = False,
+) -> None:
+    """Measure ingestion throughput against a simulated GPU server (or a real one), into a scratch store."""
+    from bench.run import run_bench
+
+    if model_size not in ("0.6b", "4b", "8b"):
+        _fail("--model-size must be 0.6b, 4b or 8b")
+    if endpoint and not model:
+        _fail("with --endpoint, name the served model with --model")
+    flags = {k: v for k, v in {"batch_inputs": batch_inputs, "batch_tokens": batch_tokens,
+                               "max_in_flight": max_in_flight}.items() if v is not None}
+    try:
+        with RichProgress(err) as progress:
+            result = run_bench(paths, endpoint=endpoint, model=model, model_size=model_size, dim=dim,
+                               progress=progress, **flags)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        table = Table("measure", "value", box=None)
+        table.add_row("files (failed)", f"{result.files} ({result.failed})")
+        table.add_row("chunks / tokens", f"{result.chunks:,} / {result.tokens:,}")
+        table.add_row("wall time", f"{result.seconds:.1f} s")
+        table.add_row("end to end", f"{result.tokens_per_s:,} tokens/s, {result.chunks_per_s} chunks/s")
+        table.add_row("requests / retries", f"{result.requests} / {result.retries}")
+        if result.server:
+            table.add_row("simulated server", f"{result.server['model']}, capacity {result.server['capacity_tokens_per_s']:,} tokens/s")
+            table.add_row("GPU busy", f"{result.server['busy_s']:.1f} s of {result.seconds:.1f} s")
+            table.add_row("share of capacity (end to end)", f"{result.share_of_capacity:.1%}")
+        for stage, seconds in result.stage_wall_seconds.items():
+            table.add_row(f"wall: {stage}", f"{seconds:.1f} s")
+        for stage, seconds in result.cpu_seconds_per_1000_tokens.items():
+            table.add_row(f"client CPU / 1k tokens: {stage}", f"{seconds * 1000:.2f} ms")
+        out.print(table)
+    raise typer.Exit(0 if not result.failed else 1)
+
+
 @app.command("ui")
 def ui_command(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8501,

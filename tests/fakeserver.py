@@ -44,6 +44,7 @@ class FakeEmbeddingServer:
         self.inputs: list[list[str]] = []  # inputs of each successful answer
         self.bodies: list[dict] = []  # every embeddings request body received
         self.tokenize_calls = 0
+        self.base64 = True  # answer base64 when asked (False: refuse it with a 400, like a server without it)
         self.too_long_status = 400  # 400 like vLLM/SGLang, 413 like TEI
         self.delay = 0.0  # seconds every embeddings request takes, to see requests overlap
         self.active = 0
@@ -142,13 +143,21 @@ class FakeEmbeddingServer:
                         f"requested {longest} tokens in the input for embedding generation. Please reduce "
                         "the length of the input.")})
                     return
+                wants_base64 = body.get("encoding_format") == "base64"
+                if wants_base64 and not server.base64:
+                    self._send(400, {"object": "error", "message": "encoding_format must be 'float'", "code": 400})
+                    return
                 dim = body.get("dimensions") or server.dim
                 if fault == "dim":
                     dim += 3
                 vectors = [fake_vector(t, server.dim)[:dim] if dim <= server.dim else fake_vector(t, dim) for t in texts]
                 if fault == "count":
                     vectors = vectors[:-1]
-                data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+                import base64 as b64
+
+                data = [{"object": "embedding", "index": i,
+                         "embedding": b64.b64encode(v.astype("<f4").tobytes()).decode() if wants_base64 else v.tolist()}
+                        for i, v in enumerate(vectors)]
                 tokens = sum(fake_tokens(t) for t in texts)
                 delivered = self._send(200, {"object": "list", "data": data, "model": body.get("model"),
                                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

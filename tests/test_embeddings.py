@@ -57,6 +57,18 @@ def test_transient_faults_are_retried(fake_server, fault):
     assert fake_server.inputs == [texts]  # only the good answer was used
 
 
+def test_base64_vectors_and_fallback_to_floats(fake_server):
+    texts = ["alpha", "beta"]
+    vectors = run(embed_and_close(remote(fake_server.url), texts))
+    assert fake_server.bodies[-1]["encoding_format"] == "base64"
+    np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in texts]), atol=1e-6)
+    fake_server.base64 = False  # a server without base64 says so once; floats from then on
+    embedder = remote(fake_server.url)
+    vectors = run(embed_and_close(embedder, texts))
+    np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in texts]), atol=1e-6)
+    assert [b["encoding_format"] for b in fake_server.bodies[-2:]] == ["base64", "float"]
+
+
 def test_retry_after_is_honoured(fake_server):
     import time
 

@@ -1,0 +1,1 @@
+"""Benchmarks: a simulated SGLang-like server and `kb bench`, which drives kb's real pipeline against it."""

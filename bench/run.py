@@ -1,0 +1,139 @@
+"""`kb bench`: ingest a corpus through kb's real pipeline and report throughput against the server's capacity.
+
+With no endpoint, a simulated SGLang-like server (bench.simserver) runs in its own process, as a real
+server would, and reports how many tokens its simulated GPU processed; the share of capacity is
+end to end: tokens / (the whole ingest's wall time x capacity), parsing and Chroma writes included.
+With --endpoint it measures a real server (client-side figures only).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+
+from ingest.pipeline import Progress, ingest
+from ingest.settings import load_settings
+
+
+@dataclass
+class BenchResult:
+    files: int
+    failed: int
+    chunks: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    chunks_per_s: float
+    requests: int
+    retries: int
+    server: dict | None  # the simulator's own account, None for a real endpoint
+    share_of_capacity: float | None  # end to end
+    cpu_seconds_per_1000_tokens: dict[str, float]  # client CPU by stage
+    stage_wall_seconds: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SimulatedServer:
+    """bench.simserver in a child process, on a free loopback port."""
+
+    def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size]
+        if dim:
+            command += ["--dim", str(dim)]
+        self._log = open(log or Path(tempfile.mkdtemp()) / "simserver.log", "w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait()
+        self.model = httpx.get(f"{self.url}/models", timeout=5).json()["data"][0]["id"]
+
+    def _wait(self, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"simulated server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError("simulated server did not start")
+
+    def reset(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/reset", timeout=5)
+
+    def stats(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+    def __enter__(self) -> SimulatedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_bench(
+    paths: Sequence[str | Path],
+    *,
+    endpoint: str | None = None,
+    model: str | None = None,
+    model_size: str = "4b",
+    dim: int | None = None,
+    progress: Progress | None = None,
+    **flags: object,
+) -> BenchResult:
+    """Ingest `paths` into a fresh temporary store and measure. `flags` are kb settings (batch_inputs, ...)."""
+    with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch:
+        server = None if endpoint else SimulatedServer(model_size, dim, Path(scratch) / "simserver.log")
+        try:
+            url = endpoint or server.url  # type: ignore[union-attr]
+            served = model or (server.model if server else None)
+            settings = load_settings(
+                endpoint=[url], model=served, chroma_path=Path(scratch) / "chroma", collection="bench",
+                tokenizer=flags.pop("tokenizer", None) or ("qwen3" if server else None), **flags,
+            )
+            if server:
+                server.reset()
+            report = ingest(paths, settings, progress=progress)
+            stats = server.stats() if server else None
+        finally:
+            if server:
+                server.close()
+    share = None
+    if stats:
+        share = round(stats["tokens"] / (report.seconds * stats["capacity_tokens_per_s"]), 4)
+    return BenchResult(
+        files=len(report.outcomes), failed=len(report.of("failed")), chunks=report.chunks, tokens=report.tokens,
+        seconds=round(report.seconds, 2), tokens_per_s=round(report.tokens / report.seconds) if report.seconds else 0,
+        chunks_per_s=round(report.chunks / report.seconds, 1) if report.seconds else 0,
+        requests=report.stats.requests, retries=report.stats.retries, server=stats, share_of_capacity=share,
+        cpu_seconds_per_1000_tokens=report.stages.per_thousand_tokens(report.tokens),
+        stage_wall_seconds={"parse+chunk": round(report.stages.prepare_wall, 2),
+                            "embed (summed over requests)": round(report.stages.embed_wall, 2),
+                            "store": round(report.stages.store_wall, 2)},
+    )

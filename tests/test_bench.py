@@ -1,0 +1,89 @@
+"""The simulated SGLang-like server and `kb bench` (no timed assertions: counts and accounting only)."""
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from bench.run import SimulatedServer, run_bench
+from bench.simserver import PROFILES, Simulator
+from ingest.tokens import qwen3_counter
+from tests.conftest import DATA
+
+
+def test_capacity_matches_the_calibration():
+    # ~50k tokens/s for 4B at saturation (../shared/notes/serving.md); faster for 0.6B, slower for 8B.
+    capacities = {size: Simulator(size).capacity for size in PROFILES}
+    assert 45_000 < capacities["4b"] < 55_000
+    assert capacities["0.6b"] > capacities["4b"] > capacities["8b"]
+
+
+def test_continuous_batching_accounts_every_token():
+    async def scenario():
+        simulator = Simulator("4b", step_tokens=64, dim=8, speed=1000)
+        scheduler = asyncio.create_task(simulator.scheduler())
+        await asyncio.sleep(0)
+        texts = [f"passage number {i} " * (i + 1) for i in range(20)]
+        results = await asyncio.gather(*(simulator.embed([t]) for t in texts))
+        scheduler.cancel()
+        return simulator, texts, results
+
+    simulator, texts, results = asyncio.run(scenario())
+    counter = qwen3_counter()
+    expected = sum(counter.count(t) for t in texts)  # the Qwen3 tokenizer plus the appended <|endoftext|>
+    assert simulator.stats.tokens == expected
+    assert simulator.stats.steps >= expected / 64  # no step took more than its budget
+    assert all(r.shape == (1, 8) for r in results)
+    np.testing.assert_allclose([np.linalg.norm(r) for r in results], 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    with SimulatedServer("4b", dim=32) as server:
+        yield server
+
+
+def test_simulated_server_speaks_the_api(simulated):
+    client = openai.OpenAI(base_url=simulated.url, api_key="x", max_retries=0)
+    response = client.embeddings.create(model=simulated.model, input=["one", "two", "three"])
+    assert [d.index for d in response.data] == [0, 1, 2] and len(response.data[0].embedding) == 32
+    assert len(client.embeddings.create(model=simulated.model, input=["x"], dimensions=8).data[0].embedding) == 8
+    tokenized = httpx.post(f"{simulated.url}/tokenize", json={"prompt": "hello world"}).json()
+    assert tokenized["count"] == qwen3_counter().count("hello world")
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.embeddings.create(model=simulated.model, input=["word " * 40_000])
+
+
+def test_bench_reports_share_of_capacity_end_to_end():
+    result = run_bench([DATA], dim=32, batch_inputs=4)
+    assert result.failed == 0 and result.chunks > 8
+    assert result.server["tokens"] == result.tokens  # server and client count the same tokens
+    assert result.server["requests"] == result.requests
+    assert 0 < result.share_of_capacity <= 1.0
+
+
+def test_kb_bench_cli_json(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kb = str(Path(sys.executable).parent / "kb")
+    done = subprocess.run([kb, "bench", str(DATA / "zh"), "--dim", "16", "--json"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["files"] == 3 and result["server"]["model"] == "Qwen/Qwen3-Embedding-4B"
+    assert 0 < result["share_of_capacity"] <= 1.0
+
+
+def test_stage_accounting_adds_up():
+    result = run_bench([DATA], dim=16)
+    cpu = result.cpu_seconds_per_1000_tokens
+    assert set(cpu) == {"parse+chunk", "embed client + Chroma threads", "store", "total"}
+    assert all(v >= 0 for v in cpu.values())
+    assert cpu["parse+chunk"] > 0 and cpu["store"] > 0
+    assert cpu["parse+chunk"] + cpu["store"] <= cpu["total"] + 1e-4
+    assert all(v > 0 for v in result.stage_wall_seconds.values())
