@@ -19,6 +19,9 @@ class LoadError(KbError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):  # noqa: ANN204 - errors cross process boundaries (parsing workers)
+        return (type(self), (self.path, self.reason))
+
 
 class EmbeddingError(KbError):
     """The embedding model or server failed for good (after retries) or answered something unusable."""

@@ -9,9 +9,10 @@ touching the model. A file that fails is reported with its reason and the run go
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 from .chunking import Chunk, Chunker
 from .embeddings import EmbedStats, Embedder, make_embedder
 from .errors import EmbeddingError, KbError, LoadError, StoreError
+from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .settings import Settings
 from .store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, now
@@ -52,11 +54,17 @@ class StageTimes:
     store_wall: float = 0.0
     store_cpu: float = 0.0
     embed_wall: float = 0.0  # summed over requests in flight: exceeds the run's wall time when they overlap
-    process_cpu: float = 0.0
+    process_cpu: float = 0.0  # this process only
+    prepare_in_workers: bool = False  # parse+chunk CPU was spent in worker processes, not in process_cpu
 
     @property
     def embed_cpu(self) -> float:
-        return max(0.0, self.process_cpu - self.prepare_cpu - self.store_cpu)
+        local_prepare = 0.0 if self.prepare_in_workers else self.prepare_cpu
+        return max(0.0, self.process_cpu - local_prepare - self.store_cpu)
+
+    @property
+    def total_cpu(self) -> float:
+        return self.process_cpu + (self.prepare_cpu if self.prepare_in_workers else 0.0)
 
     def per_thousand_tokens(self, tokens: int) -> dict[str, float]:
         """Client CPU seconds per 1,000 tokens, by stage: how many client cores a given GPU rate needs."""
@@ -67,7 +75,7 @@ class StageTimes:
             "parse+chunk": round(self.prepare_cpu * scale, 5),
             "embed client + Chroma threads": round(self.embed_cpu * scale, 5),
             "store": round(self.store_cpu * scale, 5),
-            "total": round(self.process_cpu * scale, 5),
+            "total": round(self.total_cpu * scale, 5),
         }
 
 
@@ -156,16 +164,48 @@ def prepare(path: Path, sha256: str, chunker: Chunker, pdf_password: str | None 
     return loaded, pieces
 
 
-def make_chunker(settings: Settings, embedder: Embedder, counter: TokenCounter | None = None) -> Chunker:
-    counter = counter or resolve_counter(
-        settings.tokenizer,
-        embedder.model,
-        settings.endpoint[0] if settings.endpoint else None,
-        settings.api_key.get_secret_value() if settings.api_key else None,
-    )
-    limit = min(settings.chunk_tokens, embedder.max_tokens or settings.chunk_tokens)
-    overlap = min(settings.overlap, limit // 4)
-    return Chunker(counter, limit, overlap, embedder.instruction.document)
+@dataclass(frozen=True)
+class ChunkerSpec:
+    """Everything needed to build the run's chunker, small enough to send to worker processes."""
+
+    tokenizer: str | None
+    model: str
+    endpoint: str | None
+    api_key: str | None
+    chunk_tokens: int
+    overlap: int
+    instruction: Instruction
+
+    @classmethod
+    def of(cls, settings: Settings, embedder: Embedder) -> ChunkerSpec:
+        limit = min(settings.chunk_tokens, embedder.max_tokens or settings.chunk_tokens)
+        return cls(
+            settings.tokenizer, embedder.model, settings.endpoint[0] if settings.endpoint else None,
+            settings.api_key.get_secret_value() if settings.api_key else None,
+            limit, min(settings.overlap, limit // 4), embedder.instruction,
+        )
+
+    def build(self) -> Chunker:
+        counter = resolve_counter(self.tokenizer, self.model, self.endpoint, self.api_key)
+        return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document)
+
+
+def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
+    return ChunkerSpec.of(settings, embedder).build()
+
+
+# A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
+_worker_chunker: Chunker | None = None
+
+
+def _init_worker(spec: ChunkerSpec) -> None:
+    global _worker_chunker
+    _worker_chunker = spec.build()
+
+
+def _prepare_in_worker(path: Path, sha256: str, pdf_password: str | None):  # noqa: ANN202
+    assert _worker_chunker is not None
+    return _timed(prepare, path, sha256, _worker_chunker, pdf_password)
 
 
 def ingest(
@@ -205,8 +245,8 @@ async def ingest_async(
     try:
         kb = KnowledgeBase.open(settings)
         kb.check_model(embedder.model, settings.dimensions, embedder.instruction.name)
-        chunker = make_chunker(settings, embedder)
-        run = _Run(kb, embedder, chunker, settings, progress, pdf_password)
+        spec = ChunkerSpec.of(settings, embedder)
+        run = _Run(kb, embedder, spec, settings, progress, pdf_password)
         outcomes = await run.go(paths, prune, force)
     finally:
         if own_embedder:
@@ -218,9 +258,10 @@ async def ingest_async(
 class _Run:
     """One ingest run's state; `go` drives the stages."""
 
-    def __init__(self, kb: KnowledgeBase, embedder: Embedder, chunker: Chunker, settings: Settings,
+    def __init__(self, kb: KnowledgeBase, embedder: Embedder, spec: ChunkerSpec, settings: Settings,
                  progress: Progress, pdf_password: str | None) -> None:
-        self.kb, self.embedder, self.chunker, self.settings = kb, embedder, chunker, settings
+        self.kb, self.embedder, self.spec, self.settings = kb, embedder, spec, settings
+        self.chunker = spec.build()  # this process's own: signatures, token counts, small runs
         self.progress, self.pdf_password = progress, pdf_password
         self.outcomes: list[FileOutcome] = []
         self.sizes: dict[str, int] = {}
@@ -232,7 +273,8 @@ class _Run:
         self.ensured = False
         self.stages = StageTimes()
         self.group: asyncio.TaskGroup | None = None
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
+        self.pool: Executor | None = None
+        self.processes = 0
 
     def _finish(self, outcome: FileOutcome) -> None:
         self.outcomes.append(outcome)
@@ -258,6 +300,7 @@ class _Run:
             else:
                 todo.append((path, digest))
         self.progress.start(len(todo), sum(self.sizes.get(str(p), 0) for p, _ in todo))
+        self._open_pool(len(todo), sum(self.sizes.get(str(p), 0) for p, _ in todo))
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
@@ -273,34 +316,64 @@ class _Run:
                 raise
             raise first from None
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            if self.pool is not None:
+                self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
         if prune:
             await self._prune(records, {str(p) for p in files})
         return self.outcomes
 
+    def _open_pool(self, files: int, size: int) -> None:
+        """Parsing and chunking are CPU-bound Python: worker processes for big runs (or when --workers says so),
+        one thread for small ones (starting a process costs more than a few files take)."""
+        wanted = self.settings.workers or min(os.cpu_count() or 1, 4)
+        big = files >= 32 or size >= 8 * 1024 * 1024
+        if wanted > 1 and (self.settings.workers > 1 or big):
+            self.processes = wanted
+            self.pool = ProcessPoolExecutor(
+                max_workers=wanted, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self.spec,),
+            )
+        else:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
+        self.stages.prepare_in_workers = bool(self.processes)
+
     async def _produce(self, todo: list[tuple[Path, str]]) -> None:
-        loop = asyncio.get_running_loop()
+        assert self.group is not None
+        ahead = asyncio.Semaphore(max(2, 2 * self.processes))  # files read ahead of the embedder
+        tasks = []
         for path, digest in todo:
+            await ahead.acquire()
+            tasks.append(self.group.create_task(self._prepare(path, digest, ahead)))
+        if tasks:
+            await asyncio.gather(*tasks)
+        # Only a finished producer marks the end: if the run is cancelled, every stage is being cancelled.
+        await self.queue.put(None)
+
+    async def _prepare(self, path: Path, digest: str, ahead: asyncio.Semaphore) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self.processes:
+                job = loop.run_in_executor(self.pool, _prepare_in_worker, path, digest, self.pdf_password)
+            else:
+                job = loop.run_in_executor(self.pool, _timed, prepare, path, digest, self.chunker, self.pdf_password)
             try:
-                (loaded, pieces), wall, cpu = await loop.run_in_executor(
-                    self.pool, _timed, prepare, path, digest, self.chunker, self.pdf_password
-                )
-                self.stages.prepare_wall += wall
-                self.stages.prepare_cpu += cpu
+                (loaded, pieces), wall, cpu = await job
             except LoadError as exc:
                 self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
-                continue
-            except Exception as exc:  # a parser bug must not end the run: report it on the file
+                return
+            except Exception as exc:  # a parser bug or a crashed worker must not end the run: report it on the file
                 self._finish(FileOutcome(str(path), "failed", reason=f"{type(exc).__name__}: {exc}"))
-                continue
+                return
+            self.stages.prepare_wall += wall
+            self.stages.prepare_cpu += cpu
             item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
             self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
             if not pieces:
                 await self.writes.put(item)
             for index in range(len(pieces)):
                 await self.queue.put((item, index))
-        # Only a finished producer marks the end: if the run is cancelled, every stage is being cancelled.
-        await self.queue.put(None)
+        finally:
+            ahead.release()
 
     async def _batch(self) -> None:
         """Group queued chunks into requests bounded in inputs and tokens; keep `concurrency` in flight."""

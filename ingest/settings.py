@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=8, ge=1)
     timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=8, ge=0)
+    # Processes that parse and chunk: 0 picks one per core (up to 4) for runs of 32+ files or 8+ MB;
+    # 1 keeps parsing in a thread; N > 1 always uses N processes.
+    workers: int = Field(default=0, ge=0)
 
     # The browser UI: where uploads are kept, and how much it accepts at once.
     upload_dir: Path = Path("data/uploads")

@@ -174,6 +174,7 @@ def ingest_command(
     batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
     pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
     config: Config = None,
@@ -184,7 +185,8 @@ def ingest_command(
             collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap,
             chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
-            batch_inputs=batch_inputs, batch_tokens=batch_tokens, max_in_flight=max_in_flight, config=config,
+            batch_inputs=batch_inputs, batch_tokens=batch_tokens, max_in_flight=max_in_flight, workers=workers,
+            config=config,
         )
         with RichProgress(err) as progress:
             report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)
@@ -284,6 +286,7 @@ def bench_command(
     batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")] = False,
 ) -> None:
     """Measure ingestion throughput against a simulated GPU server (or a real one), into a scratch store."""
@@ -294,7 +297,7 @@ def bench_command(
     if endpoint and not model:
         _fail("with --endpoint, name the served model with --model")
     flags = {k: v for k, v in {"batch_inputs": batch_inputs, "batch_tokens": batch_tokens,
-                               "max_in_flight": max_in_flight}.items() if v is not None}
+                               "max_in_flight": max_in_flight, "workers": workers}.items() if v is not None}
     try:
         with RichProgress(err) as progress:
             result = run_bench(paths, endpoint=endpoint, model=model, model_size=model_size, dim=dim,

@@ -100,3 +100,11 @@ def test_discover_walks_recursively_with_globs(tmp_path):
     assert [f.name for f in files] == ["one.md"]
     files, errors = discover([tmp_path / "missing", tmp_path / "a" / "skip.bin"])
     assert files == [] and {e.reason for e in errors} == {"no such file or folder", "unsupported file type '.bin'"}
+
+
+def test_load_error_survives_pickling():
+    """Parsing runs in worker processes: its errors must come back intact."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(LoadError("/a/b.pdf", "encrypted PDF")))
+    assert (error.path, error.reason, str(error)) == ("/a/b.pdf", "encrypted PDF", "/a/b.pdf: encrypted PDF")

