@@ -42,7 +42,7 @@ class BenchResult:
         return asdict(self)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -54,7 +54,7 @@ class SimulatedServer:
     """bench.simserver in a child process, on a free loopback port."""
 
     def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size]
         if dim:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.run import free_port  # noqa: F401 - shared with the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 BIN = Path(sys.executable).parent
@@ -20,12 +21,6 @@ BIN = Path(sys.executable).parent
 # Nothing may reach a hub: fail loudly instead of downloading.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(command: list[str], log: Path) -> subprocess.Popen:
