@@ -131,8 +131,21 @@ class LocalEmbedder(Embedder):
 class _Endpoint:
     url: str
     client: object
-    outstanding: int = 0  # tokens (or inputs) in flight, to balance several endpoints
+    outstanding: int = 0  # characters in flight, to balance several endpoints
     loop: object = None  # the event loop the client's connections belong to
+    failures: int = 0  # transient failures in a row
+    down_until: float = 0.0  # monotonic time before which other endpoints are preferred
+
+    def failed(self, base: float, cap: float) -> None:
+        """Back this endpoint off (exponentially, per endpoint) so retries go to the others."""
+        import random
+        import time
+
+        self.failures += 1
+        self.down_until = time.monotonic() + random.uniform(0.5, 1.0) * min(cap, base * 2 ** self.failures)
+
+    def succeeded(self) -> None:
+        self.failures, self.down_until = 0, 0.0
 
 
 class RemoteEmbedder(Embedder):
@@ -263,7 +276,7 @@ class RemoteEmbedder(Embedder):
     async def _request(self, texts: list[str], kind: Kind) -> np.ndarray:
         import openai
 
-        endpoint = min(self._endpoints, key=lambda e: e.outstanding)
+        endpoint = self._pick()
         weight = sum(len(t) for t in texts)
         endpoint.outstanding += weight
         self.stats.requests += 1
@@ -301,6 +314,8 @@ class RemoteEmbedder(Embedder):
         except openai.APIStatusError as exc:
             self.stats.count_error(str(exc.status_code))
             message = _server_message(exc)
+            if _is_transient(exc):
+                endpoint.failed(*self._backoff)
             if exc.status_code == 413 and _TOO_LONG.search(message):  # TEI: "Input validation error ... tokens"
                 raise InputTooLongError(f"{endpoint.url}: input too long for {self.model}: {message}") from None
             if exc.status_code == 413:
@@ -310,10 +325,28 @@ class RemoteEmbedder(Embedder):
             raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             self.stats.count_error(type(exc).__name__)
+            endpoint.failed(*self._backoff)
             raise
         finally:
             endpoint.outstanding -= weight
-        return self._vectors(response, len(texts), endpoint.url)
+        try:
+            vectors = self._vectors(response, len(texts), endpoint.url)
+        except _BadAnswer:
+            endpoint.failed(*self._backoff)
+            raise
+        endpoint.succeeded()
+        return vectors
+
+    def _pick(self) -> _Endpoint:
+        """The healthy endpoint with the least work in flight; if all are backed off, the one back soonest
+        (that request is the probe that tells whether it has recovered)."""
+        import time
+
+        now = time.monotonic()
+        healthy = [e for e in self._endpoints if e.down_until <= now]
+        if healthy:
+            return min(healthy, key=lambda e: e.outstanding)
+        return min(self._endpoints, key=lambda e: e.down_until)
 
     def _vectors(self, response: object, expected: int, url: str) -> np.ndarray:
         """Check the answer fits the request before anything is stored."""

@@ -201,3 +201,35 @@ def test_bad_answer_is_never_returned(fake_server):
     fake_server.script(*["count"] * 10)
     with pytest.raises(EmbeddingError, match="2 vectors for 3 inputs"):
         run(embed_and_close(remote(fake_server.url, max_retries=2), ["a", "b", "c"]))
+
+
+def test_several_endpoints_share_work_and_a_dead_one_is_avoided():
+    from tests.fakeserver import FakeEmbeddingServer
+
+    with FakeEmbeddingServer() as first, FakeEmbeddingServer() as second:
+        first.delay = second.delay = 0.05
+
+        async def many(embedder):
+            try:
+                batches = [[f"text {b}-{i}" for i in range(4)] for b in range(24)]
+                return await asyncio.gather(*(embedder.embed(batch) for batch in batches)), batches
+            finally:
+                await embedder.aclose()
+
+        both = RemoteEmbedder([first.url, second.url], "fake-embed", Instruction("none"), max_in_flight=4)
+        results, batches = run(many(both))
+        for vectors, batch in zip(results, batches):
+            np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in batch]), atol=1e-6)
+        assert first.requests >= 6 and second.requests >= 6  # both carried work
+
+        dead = "http://127.0.0.1:9/v1"  # nothing listens there
+        before = first.requests
+        with_dead = RemoteEmbedder([dead, first.url], "fake-embed", Instruction("none"), max_in_flight=4,
+                                   backoff_base=0.2, backoff_max=5.0, max_retries=3)
+        results, batches = run(many(with_dead))
+        for vectors, batch in zip(results, batches):  # nothing lost: every batch came back, from the live one
+            np.testing.assert_allclose(vectors, np.stack([fake_vector(t) for t in batch]), atol=1e-6)
+        assert first.requests - before == 24
+        # All 24 start at once: the first wave sends half to the dead endpoint before any failure is known.
+        # After that it is backed off, so no retry goes back to it (without backoff: up to 12 x 4 failures).
+        assert with_dead.stats.errors.get("APIConnectionError", 0) <= 12
