@@ -50,6 +50,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Path | None = None) -> None:
+    """Wait until a server we started answers `url`; fail early, with its log, if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(f"server exited with {process.returncode}: {output}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not up after {seconds} s")
+
+
 class SimulatedServer:
     """bench.simserver in a child process, on a free loopback port."""
 
@@ -61,20 +77,8 @@ class SimulatedServer:
             command += ["--dim", str(dim)]
         self._log = open(log or Path(tempfile.mkdtemp()) / "simserver.log", "w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait()
+        wait_http(f"http://127.0.0.1:{self.port}/health", self.process, log=Path(self._log.name))
         self.model = httpx.get(f"{self.url}/models", timeout=5).json()["data"][0]["id"]
-
-    def _wait(self, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"simulated server exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise TimeoutError("simulated server did not start")
 
     def reset(self) -> None:
         httpx.post(f"http://127.0.0.1:{self.port}/reset", timeout=5)

@@ -13,7 +13,9 @@ import asyncio
 import base64
 import binascii
 import math
+import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -138,11 +140,8 @@ class _Endpoint:
 
     def failed(self, base: float, cap: float) -> None:
         """Back this endpoint off (exponentially, per endpoint) so retries go to the others."""
-        import random
-        import time
-
         self.failures += 1
-        self.down_until = time.monotonic() + random.uniform(0.5, 1.0) * min(cap, base * 2 ** self.failures)
+        self.down_until = time.monotonic() + backoff(self.failures, base, cap, floor=0.5)
 
     def succeeded(self) -> None:
         self.failures, self.down_until = 0, 0.0
@@ -265,10 +264,8 @@ class RemoteEmbedder(Embedder):
 
     def _wait(self, retry_state) -> float:  # noqa: ANN001 - tenacity's RetryCallState
         """Exponential backoff with full jitter; a server's Retry-After is a floor."""
-        import random
-
         base, cap = self._backoff
-        delay = random.uniform(0, min(cap, base * 2 ** (retry_state.attempt_number - 1)))
+        delay = backoff(retry_state.attempt_number - 1, base, cap)
         error = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = _retry_after(error)
         return max(delay, min(retry_after, cap)) if retry_after else delay
@@ -314,14 +311,13 @@ class RemoteEmbedder(Embedder):
         except openai.APIStatusError as exc:
             self.stats.count_error(str(exc.status_code))
             message = _server_message(exc)
-            if _is_transient(exc):
-                endpoint.failed(*self._backoff)
             if exc.status_code == 413 and _TOO_LONG.search(message):  # TEI: "Input validation error ... tokens"
                 raise InputTooLongError(f"{endpoint.url}: input too long for {self.model}: {message}") from None
             if exc.status_code == 413:
                 raise InputTooLongError(f"{endpoint.url}: request too large (HTTP 413): {message}") from None
             if not _is_transient(exc):
                 raise EmbeddingError(f"{endpoint.url} refused the request (HTTP {exc.status_code}): {message}") from None
+            endpoint.failed(*self._backoff)
             raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             self.stats.count_error(type(exc).__name__)
@@ -340,8 +336,6 @@ class RemoteEmbedder(Embedder):
     def _pick(self) -> _Endpoint:
         """The healthy endpoint with the least work in flight; if all are backed off, the one back soonest
         (that request is the probe that tells whether it has recovered)."""
-        import time
-
         now = time.monotonic()
         healthy = [e for e in self._endpoints if e.down_until <= now]
         if healthy:
@@ -394,6 +388,11 @@ def _is_transient(error: BaseException) -> bool:
         return error.status_code in (408, 409, 425, 429) or error.status_code >= 500
     # A body that is not JSON (a proxy's error page, a truncated answer) surfaces as a decode error.
     return isinstance(error, (ValueError,)) and not isinstance(error, EmbeddingError)
+
+
+def backoff(attempt: int, base: float, cap: float, floor: float = 0.0) -> float:
+    """Exponential backoff with jitter: uniform in [floor, 1] x min(cap, base x 2^attempt)."""
+    return random.uniform(floor, 1.0) * min(cap, base * 2**attempt)
 
 
 def _describe(error: BaseException) -> str:

@@ -26,7 +26,7 @@ from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .settings import Settings
 from .store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, now
-from .tokens import TokenCounter, resolve_counter
+from .tokens import resolve_counter
 
 Status = Literal["ingested", "unchanged", "failed", "pruned"]
 
@@ -80,7 +80,7 @@ class StageTimes:
 
 
 def _timed(function, *args):  # noqa: ANN001, ANN202
-    """Run `function` in a worker thread, returning its result with its wall and CPU seconds."""
+    """Run `function` (in a worker thread or process), returning its result with its wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.thread_time()
     result = function(*args)
     return result, time.perf_counter() - wall, time.thread_time() - cpu
@@ -190,10 +190,6 @@ class ChunkerSpec:
         return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document)
 
 
-def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
-    return ChunkerSpec.of(settings, embedder).build()
-
-
 # A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
 _worker_chunker: Chunker | None = None
 
@@ -299,8 +295,9 @@ class _Run:
                 self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
             else:
                 todo.append((path, digest))
-        self.progress.start(len(todo), sum(self.sizes.get(str(p), 0) for p, _ in todo))
-        self._open_pool(len(todo), sum(self.sizes.get(str(p), 0) for p, _ in todo))
+        todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
+        self.progress.start(len(todo), todo_bytes)
+        self._open_pool(len(todo), todo_bytes)
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
@@ -428,8 +425,8 @@ class _Run:
             except EmbeddingError as exc:
                 self._fail(batch, str(exc))
                 return
-            except Exception as exc:  # retries exhausted on a transient fault: name it, don't crash the run
-                self._fail(batch, f"embedding failed after retries: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # an embedder bug must not end the run: report it on the files
+                self._fail(batch, f"embedding failed: {type(exc).__name__}: {exc}")
                 return
             for position, error in too_long.items():
                 item, index = batch[position]

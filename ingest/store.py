@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -199,8 +200,6 @@ class KnowledgeBase:
                 # Same model and dimension, new chunking or query task: keep the record true. The distance
                 # function may not be passed again (Chroma refuses any change to it).
                 self._chunks.modify(metadata=spec.to_metadata())
-        except ModelMismatchError:
-            raise
         except Exception as exc:
             raise StoreError(f"cannot create collection {self.name!r}: {exc}") from None
         self._ensure_docs()
@@ -240,12 +239,17 @@ class KnowledgeBase:
                 records[metadata["source"]] = DocumentRecord(**fields)
         return records
 
-    @property
+    @cached_property
     def max_batch(self) -> int:
+        """Chroma's largest write, asked once: a server answers it over the network."""
         try:
             return int(self.client.get_max_batch_size())
         except Exception:
             return 1000
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            self._chunks.delete(ids=ids[start : start + self.max_batch])
 
     def write_document(
         self, record: DocumentRecord, ids: Sequence[str], vectors: np.ndarray,
@@ -270,8 +274,7 @@ class KnowledgeBase:
                     )
                 keep = set(ids)
                 stale = [i for i in self._chunks.get(where={"source": record.source}, include=[])["ids"] if i not in keep]
-                for start in range(0, len(stale), self.max_batch):
-                    self._chunks.delete(ids=stale[start : start + self.max_batch])
+                self._delete_ids(stale)
             self._docs.upsert(
                 ids=[record.id], embeddings=[[1.0]], documents=[record.title], metadatas=[record.to_metadata()]
             )
@@ -285,8 +288,7 @@ class KnowledgeBase:
         try:
             if self._chunks is not None:
                 removed = self._chunks.get(where={"source": source}, include=[])["ids"]
-                for start in range(0, len(removed), self.max_batch):
-                    self._chunks.delete(ids=removed[start : start + self.max_batch])
+                self._delete_ids(removed)
             if self._docs is not None:
                 self._docs.delete(ids=[document_id(source)])
         except Exception as exc:
@@ -315,20 +317,24 @@ class KnowledgeBase:
             )
         ]
 
-    def all_chunks(self, with_vectors: bool = False) -> tuple[list[StoredChunk], np.ndarray | None]:
-        """Every chunk (paged by the max batch size), and their vectors when asked."""
+    def all_chunks(
+        self, with_vectors: bool = False, with_text: bool = True
+    ) -> tuple[list[StoredChunk], np.ndarray | None]:
+        """Every chunk (paged by the max batch size), and their vectors when asked. Without text, only
+        ids and metadata are read (enough for counts and charts)."""
         if not self._open_existing():
             return [], None
-        include = ["documents", "metadatas"] + (["embeddings"] if with_vectors else [])
+        include = ["metadatas"] + (["documents"] if with_text else []) + (["embeddings"] if with_vectors else [])
         chunks: list[StoredChunk] = []
         vectors: list[np.ndarray] = []
         total, page = self._chunks.count(), max(1, self.max_batch)
         for offset in range(0, total, page):
             got = self._chunks.get(include=include, limit=page, offset=offset)
-            chunks.extend(StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]))
+            texts = got["documents"] if with_text else [""] * len(got["ids"])
+            chunks.extend(StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], texts, got["metadatas"]))
             if with_vectors:
                 vectors.append(np.asarray(got["embeddings"], dtype=np.float32))
-        return chunks, (np.vstack(vectors) if vectors else None) if with_vectors else None
+        return chunks, np.vstack(vectors) if vectors else None
 
     def chunks_of(self, source: str) -> list[StoredChunk]:
         if not self._open_existing():

@@ -295,7 +295,7 @@ def library_page(current: Settings) -> None:
         st.bar_chart({"documents": by_type}, x_label="type", y_label="documents")
     with right:
         st.caption("Passage length (tokens)")
-        chunks, _ = kb.all_chunks()
+        chunks, _ = kb.all_chunks(with_text=False)
         lengths = [int(c.metadata.get("tokens", 0)) for c in chunks]
         if lengths:
             import numpy as np

@@ -376,9 +376,6 @@ def main() -> None:
 
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
-        sys.exit(130)
     except Exception as exc:
         if os.environ.get("KB_DEBUG"):
             raise

@@ -6,13 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bench.run import free_port  # noqa: F401 - shared with the tests
+from bench.run import free_port, wait_http  # noqa: F401 - shared with the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -23,25 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
-def start_server(command: list[str], log: Path) -> subprocess.Popen:
+def start_server(command: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     """Start a server with its output in a file: an unread pipe fills up and blocks a chatty server."""
     handle = open(log, "w")
-    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = log.read_text()[-2000:] if log else ""
-            raise RuntimeError(f"server exited with {process.returncode}: {output}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not up after {seconds} s")
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -28,10 +28,7 @@ def ui(tmp_path_factory):
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "kb_app" / "app.py"),
                "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    handle = open(log, "w")
-    import subprocess
-
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=work)
+    process = start_server(command, log, env=env, cwd=work)
     try:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
         yield f"http://127.0.0.1:{port}", work
