@@ -22,6 +22,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .errors import ConfigError, EmbeddingError, InputTooLongError
+from .inflight import InFlightLimit
 from .instructions import Instruction, resolve_instruction
 from .settings import Settings
 
@@ -46,6 +47,7 @@ class EmbedStats:
     splits: int = 0
     inputs: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, dict[str, int]] = field(default_factory=dict)  # per endpoint: limit at the end, peak
 
     def count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -65,6 +67,13 @@ class Embedder:
     instruction: Instruction
     max_tokens: int | None = None  # the model's own input limit, if kb knows it
     concurrency: int = 1  # requests worth keeping in flight
+
+    def in_flight_limit(self) -> int:
+        """Requests worth keeping in flight now (a remote embedder learns it from its servers)."""
+        return self.concurrency
+
+    def limits(self) -> dict[str, dict[str, int]]:
+        return {}
 
     def __init__(self) -> None:
         self.stats = EmbedStats()
@@ -137,6 +146,8 @@ class _Endpoint:
     loop: object = None  # the event loop the client's connections belong to
     failures: int = 0  # transient failures in a row
     down_until: float = 0.0  # monotonic time before which other endpoints are preferred
+    limit: InFlightLimit = field(default_factory=lambda: InFlightLimit(8, 8, adaptive=False))
+    active: int = 0  # requests in flight
 
     def failed(self, base: float, cap: float) -> None:
         """Back this endpoint off (exponentially, per endpoint) so retries go to the others."""
@@ -162,7 +173,8 @@ class RemoteEmbedder(Embedder):
         dimensions: int | None = None,
         timeout: float = 120.0,
         max_retries: int = 8,
-        max_in_flight: int = 8,
+        max_in_flight: int = 32,
+        in_flight: int = 0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
@@ -175,7 +187,9 @@ class RemoteEmbedder(Embedder):
         self.instruction = instruction
         self.dimensions = dimensions
         self.max_retries = max_retries
-        self.concurrency = max_in_flight * len(endpoints)
+        # in_flight=0: learn how many requests each server wants (ingest.inflight), starting low;
+        # in_flight=N: keep N in flight per endpoint.
+        self.concurrency = (in_flight or max_in_flight) * len(endpoints)
         self._backoff = (backoff_base, backoff_max)
         # Vectors as base64 float32: decoding 2,560 JSON floats a vector costs more client CPU than
         # parsing and chunking the text. Servers that refuse it get plain floats from then on.
@@ -183,7 +197,20 @@ class RemoteEmbedder(Embedder):
         self._new_client = lambda url: AsyncOpenAI(
             base_url=_v1(url), api_key=api_key or "EMPTY", max_retries=0, timeout=timeout
         )
-        self._endpoints = [_Endpoint(url, None) for url in endpoints]
+        self._endpoints = [
+            # Adaptive limits start at one request: its latency is the server's unloaded speed.
+            _Endpoint(url, None, limit=InFlightLimit(in_flight or 1, in_flight or max_in_flight, adaptive=not in_flight))
+            for url in endpoints
+        ]
+
+    def in_flight_limit(self) -> int:
+        """The sum of the endpoints' learnt limits; endpoints backed off after failures count for one probe."""
+        now = time.monotonic()
+        return sum(e.limit.limit if e.down_until <= now else 1 for e in self._endpoints)
+
+    def limits(self) -> dict[str, dict[str, int]]:
+        """Per endpoint: the limit now and the highest it reached, for reports."""
+        return {e.url: {"in_flight": e.limit.limit, "peak": e.limit.peak} for e in self._endpoints}
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
@@ -276,6 +303,8 @@ class RemoteEmbedder(Embedder):
         endpoint = self._pick()
         weight = sum(len(t) for t in texts)
         endpoint.outstanding += weight
+        endpoint.active += 1
+        sent = time.perf_counter()
         self.stats.requests += 1
         kwargs: dict = {"model": self.model, "input": texts,
                         "encoding_format": "base64" if self._base64 else "float"}
@@ -318,19 +347,23 @@ class RemoteEmbedder(Embedder):
             if not _is_transient(exc):
                 raise EmbeddingError(f"{endpoint.url} refused the request (HTTP {exc.status_code}): {message}") from None
             endpoint.failed(*self._backoff)
+            endpoint.limit.overloaded()
             raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             self.stats.count_error(type(exc).__name__)
             endpoint.failed(*self._backoff)
+            endpoint.limit.overloaded()
             raise
         finally:
             endpoint.outstanding -= weight
+            endpoint.active -= 1
         try:
             vectors = self._vectors(response, len(texts), endpoint.url)
         except _BadAnswer:
             endpoint.failed(*self._backoff)
             raise
         endpoint.succeeded()
+        endpoint.limit.succeeded(time.perf_counter() - sent, weight)
         return vectors
 
     def _pick(self) -> _Endpoint:
@@ -339,7 +372,8 @@ class RemoteEmbedder(Embedder):
         now = time.monotonic()
         healthy = [e for e in self._endpoints if e.down_until <= now]
         if healthy:
-            return min(healthy, key=lambda e: e.outstanding)
+            # Least work relative to what the endpoint has shown it can take.
+            return min(healthy, key=lambda e: (e.active >= e.limit.limit, e.outstanding / e.limit.limit))
         return min(self._endpoints, key=lambda e: e.down_until)
 
     def _vectors(self, response: object, expected: int, url: str) -> np.ndarray:
@@ -469,4 +503,5 @@ def make_embedder(settings: Settings, model: str | None = None, instruction: str
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         max_in_flight=settings.max_in_flight,
+        in_flight=settings.in_flight,
     )

