@@ -69,10 +69,12 @@ def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Pat
 class SimulatedServer:
     """bench.simserver in a child process, on a free loopback port."""
 
-    def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None) -> None:
+    def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None,
+                 speed: float = 1.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size]
+        command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size,
+                   "--speed", str(speed)]
         if dim:
             command += ["--dim", str(dim)]
         self._log = open(log or Path(tempfile.mkdtemp()) / "simserver.log", "w")
