@@ -282,7 +282,14 @@ def status_command(
 
 @app.command("bench")
 def bench_command(
-    paths: Annotated[list[Path], typer.Argument(help="Corpus: files or folders")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Corpus: files or folders")] = None,
+    corpus: Annotated[Optional[str], typer.Option(
+        help="A real corpus fetched from Debian's archive into ~/.cache/kb/bench: docs, python-library or pdf")] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="kb vs a LangChain pipeline and the deployment-guide recipe, same simulated server")] = False,
+    repeat: Annotated[int, typer.Option(help="With --compare: rounds, order rotated, medians reported", min=1)] = 1,
+    pdf_pages: Annotated[bool, typer.Option(
+        "--pdf-pages", help="Pages/s parsing the PDFs through kb's loader, with 1 and 2 processes (or --workers)")] = False,
     endpoint: Annotated[Optional[str], typer.Option(help="A real server to measure instead of the simulator")] = None,
     model: Model = None,
     model_size: Annotated[str, typer.Option(help="Simulated Qwen3-Embedding size: 0.6b, 4b or 8b")] = "4b",
@@ -300,6 +307,27 @@ def bench_command(
         _fail("--model-size must be 0.6b, 4b or 8b")
     if endpoint and not model:
         _fail("with --endpoint, name the served model with --model")
+    if compare and pdf_pages:
+        _fail("--compare and --pdf-pages are separate benchmarks: pick one")
+    paths = list(paths or [])
+    if corpus:
+        from bench.corpus import CorpusError, fetch
+
+        try:
+            with err.status(f"fetching corpus {corpus} (apt-get download, once)"):
+                paths += fetch(corpus)
+        except CorpusError as exc:
+            _fail(str(exc))
+    if not paths:
+        _fail("give corpus paths, or --corpus docs|python-library|pdf")
+    if pdf_pages:
+        _bench_pdf_pages(paths, [workers] if workers else [1, 2], as_json)
+        return
+    if compare:
+        if endpoint or batch_inputs or batch_tokens or max_in_flight or workers is not None:
+            _fail("--compare runs every pipeline with its defaults against the simulated server")
+        _bench_compare(paths, corpus, repeat, model_size, dim, as_json)
+        return
     flags = {k: v for k, v in {"batch_inputs": batch_inputs, "batch_tokens": batch_tokens,
                                "max_in_flight": max_in_flight, "workers": workers}.items() if v is not None}
     try:
@@ -328,6 +356,47 @@ def bench_command(
             table.add_row(f"client CPU / 1k tokens: {stage}", f"{seconds * 1000:.2f} ms")
         out.print(table)
     raise typer.Exit(0 if not result.failed else 1)
+
+
+def _bench_compare(paths: list[Path], corpus: str | None, repeat: int, model_size: str, dim: int | None,
+                   as_json: bool) -> None:
+    from bench.baselines import BenchmarkInvalid, compare, stage_table, table
+
+    def ran(r) -> None:  # noqa: ANN001
+        err.print(f"{r.pipeline} (round {r.round}): {r.chunks:,} chunks = vectors, {r.tokens:,} tokens served, "
+                  f"{r.seconds:.1f} s, {r.share_of_capacity:.1%} of capacity")
+
+    try:
+        with err.status("kb, langchain and recipe, one after another (each in its own process)"):
+            result = compare(paths, repeat=repeat, model_size=model_size, dim=dim, corpus_name=corpus, on_run=ran)
+    except BenchmarkInvalid as exc:
+        _fail(f"invalid benchmark: {exc}")
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    out.print(table(result))
+    out.print(stage_table(result))
+    for name, ratio in result.ratios.items():
+        out.print(f"{name}: [bold]{ratio:.2f}x[/]")
+
+
+def _bench_pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from bench.pdf_pages import measure, print_runs
+
+    runs = []
+    for count in workers:
+        with err.status(f"parsing the PDFs with {count} process{'es' if count > 1 else ''}"):
+            runs.append(measure(paths, count))
+        err.print(f"{count} process(es): {runs[-1].pages:,} pages in {runs[-1].seconds:.1f} s, "
+                  f"{runs[-1].pages_per_s:.1f} pages/s, {runs[-1].failed_files} files failed")
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+    else:
+        print_runs(runs)
+    raise typer.Exit(1 if any(r.failed_files for r in runs) else 0)
 
 
 @app.command("ui")
