@@ -6,11 +6,26 @@ lasts `c0 + c1 * tokens` seconds, calibrated to Qwen3-Embedding on one H200 (../
 4B saturates near 50k tokens/s). A request is answered when its last token has been through a step.
 
 Speaks `POST /v1/embeddings` (float or base64), SGLang's `POST /v1/tokenize`, `GET /v1/models`, and
-`GET /stats` with what it did, so a benchmark can report throughput as a share of the capacity.
-Inputs over `max_model_len` get the HTTP 400 a real server gives. Tokens are counted with the real
-Qwen3 tokenizer plus the `<|endoftext|>` Qwen3-Embedding appends.
+`GET /stats` with what it did, so a benchmark can report throughput as a share of the capacity;
+`GET /received` lists the last inputs exactly as they arrived (for tests of what a client sends).
+Tokens are counted with the real Qwen3 tokenizer plus the `<|endoftext|>` Qwen3-Embedding appends.
 
-    python -m bench.simserver --port 30000 --model-size 4b
+With `--strict`, it answers where it matters to a client exactly as SGLang does
+(sglang/srt/managers/tokenizer_manager.py, entrypoints/openai/serving_embedding.py, serving_tokenize.py):
+- `dimensions` only for a model declared Matryoshka (`--matryoshka`, or `--matryoshka-dimensions 32,64`
+  for SGLang's `--json-model-override-args '{"matryoshka_dimensions": [...]}'`), else HTTP 400
+  "Model '...' does not support matryoshka representation, changing output dimensions will lead to poor
+  results."; allowed dimensions are truncated and re-normalised;
+- an input of `max_model_len` tokens or more: HTTP 400 "The input (N tokens) is longer than the model's
+  context length (L tokens)." for the whole request (SGLang compares with `>=`: an input of exactly the
+  context length is refused too).
+Without `--strict` (kb bench's default) it honours any `dimensions` and refuses inputs over the limit with
+a message naming the maximum context length. Always as SGLang: the flat error body
+`{"object": "error", "message", "type", "param", "code"}`, HTTP 400 for an empty or whitespace-only input,
+and `POST /v1/tokenize` (or `/tokenize`) {prompt: str | [str], add_special_tokens} -> {tokens, count,
+max_model_len}. Vectors are random but a function of the input text: the same text gets the same vector.
+
+    python -m bench.simserver --port 30000 --model-size 4b [--strict [--matryoshka]] [--max-model-len 32768]
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,9 +72,16 @@ class Simulator:
     """The scheduler and the cost model; `app` is the ASGI application serving it."""
 
     def __init__(self, model_size: str = "4b", step_tokens: int = 16384, max_model_len: int = 32768,
-                 dim: int | None = None, speed: float = 1.0) -> None:
+                 dim: int | None = None, speed: float = 1.0, matryoshka: bool = False,
+                 matryoshka_dimensions: list[int] | None = None, served_model_name: str | None = None,
+                 strict: bool = False, remember: int = 64) -> None:
         profile = PROFILES[model_size]
-        self.model = profile["model"]
+        self.model = served_model_name or profile["model"]
+        self.strict = strict  # SGLang's own dimensions gate, over-length text and comparison
+        # SGLang: a model is Matryoshka if it declares matryoshka_dimensions or is_matryoshka.
+        self.matryoshka_dimensions = list(matryoshka_dimensions) if matryoshka_dimensions else None
+        self.matryoshka = bool(matryoshka or self.matryoshka_dimensions or not strict)
+        self.received: deque[dict] = deque(maxlen=remember)  # the last requests' inputs, as they arrived
         self.c0, self.c1 = profile["c0"] / speed, profile["c1"] / speed
         self.dim = dim or profile["dim"]
         self.step_tokens = step_tokens
@@ -69,7 +92,6 @@ class Simulator:
         from ingest.tokens import qwen3_counter
 
         self._tokenizer = qwen3_counter()._tok
-        self._rng = np.random.default_rng(0)
 
     @property
     def capacity(self) -> float:
@@ -78,6 +100,38 @@ class Simulator:
 
     def count(self, texts: list[str]) -> list[int]:
         return [len(e.ids) + 1 for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def encode(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+        """Token ids as Qwen3-Embedding's tokenizer gives them: `<|endoftext|>` appended unless told not to."""
+        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return [e.ids + [ENDOFTEXT_ID] if add_special_tokens else e.ids for e in encoded]
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """SGLang's `_validate_for_matryoshka_dim`, in its order and words."""
+        if dimensions is None:
+            return
+        if not self.matryoshka:
+            raise ValueError(
+                f"Model '{self.model}' does not support matryoshka representation, "
+                "changing output dimensions will lead to poor results."
+            )
+        if dimensions < 1:
+            raise ValueError("Requested dimensions must be greater than 0")
+        if self.matryoshka_dimensions and dimensions not in self.matryoshka_dimensions:
+            raise ValueError(
+                f"Model '{self.model}' only supports {self.matryoshka_dimensions} matryoshka dimensions, "
+                "using other output dimensions will lead to poor results."
+            )
+        if dimensions > self.dim:
+            raise ValueError(f"Provided dimensions are greater than max embedding dimension: {self.dim}")
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors, each a function of its text (seeded by a hash of it)."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            out[row] = np.random.default_rng(seed).standard_normal(self.dim, dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     async def scheduler(self) -> None:
         self.wakeup = asyncio.Event()
@@ -108,14 +162,25 @@ class Simulator:
                     request.done.set_result(None)
                     self.stats.last_answer = now
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], dimensions: int | None = None) -> np.ndarray:
+        """Vectors for `texts` once the simulated GPU has been through them; ValueError for what SGLang refuses."""
+        return (await self.embed_counted(texts, dimensions))[0]
+
+    async def embed_counted(self, texts: list[str], dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """`embed`, and the tokens the inputs took (the answer's `usage`)."""
         counts = await asyncio.to_thread(self.count, texts)
-        longest = max(counts)
-        if longest > self.max_model_len:
-            raise ValueError(
-                f"Input length {longest} exceeds the maximum context length {self.max_model_len} "
-                "(This model's maximum context length is exceeded; reduce the length of the input)"
-            )
+        for count in counts:
+            if self.strict and count >= self.max_model_len:  # SGLang's own comparison and words
+                raise ValueError(
+                    f"The input ({count} tokens) is longer than the model's context length "
+                    f"({self.max_model_len} tokens)."
+                )
+            if count > self.max_model_len:
+                raise ValueError(
+                    f"Input length {count} exceeds the maximum context length {self.max_model_len} "
+                    "(This model's maximum context length is exceeded; reduce the length of the input)"
+                )
+        self.check_dimensions(dimensions)
         request = _Request(sum(counts), sum(counts), asyncio.get_running_loop().create_future())
         if self.stats.first_request is None:
             self.stats.first_request = time.monotonic()
@@ -125,8 +190,11 @@ class Simulator:
         assert self.wakeup is not None
         self.wakeup.set()
         await request.done
-        vectors = self._rng.standard_normal((len(texts), self.dim), dtype=np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = self.vectors(texts)
+        if dimensions:
+            vectors = vectors[:, :dimensions]
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors, sum(counts)
 
     def report(self) -> dict:
         stats = self.stats
@@ -141,6 +209,7 @@ class Simulator:
 
     def reset(self) -> None:
         self.stats = Stats()
+        self.received.clear()
 
     # -- ASGI ----------------------------------------------------------------------------------
 
@@ -163,10 +232,10 @@ class Simulator:
         path, method = scope["path"], scope["method"]
         if method == "POST" and path in ("/v1/embeddings", "/embeddings"):
             await self._embeddings(orjson.loads(body or b"{}"), send)
-        elif method == "POST" and path in ("/v1/tokenize", "/tokenize"):
-            prompt = orjson.loads(body or b"{}").get("prompt", "")
-            count = self.count([prompt])[0]
-            await _json(send, 200, {"tokens": [], "count": count, "max_model_len": self.max_model_len})
+        elif method == "POST" and path in ("/v1/tokenize", "/tokenize"):  # SGLang serves both
+            await self._tokenize(orjson.loads(body or b"{}"), send)
+        elif path == "/received":
+            await _json(send, 200, list(self.received))
         elif path in ("/v1/models", "/models"):
             await _json(send, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
         elif path == "/stats":
@@ -179,20 +248,35 @@ class Simulator:
         else:
             await _json(send, 404, {"error": {"message": f"no route {path}"}})
 
+    async def _tokenize(self, request: dict, send) -> None:  # noqa: ANN001
+        prompt = request.get("prompt")
+        add_special = request.get("add_special_tokens", True)
+        if isinstance(prompt, str):
+            tokens: list = self.encode([prompt], add_special)[0]
+            count: int | list[int] = len(tokens)
+        elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+            tokens = self.encode(prompt, add_special) if prompt else []
+            count = [len(ids) for ids in tokens]
+        else:
+            await _error(send, f"Invalid prompt type: {type(prompt)}. Expected str or List[str].")
+            return
+        # SGLang answers the effective context length (model_config.context_len).
+        await _json(send, 200, {"tokens": tokens, "count": count, "max_model_len": self.max_model_len})
+
     async def _embeddings(self, request: dict, send) -> None:  # noqa: ANN001
         texts = request.get("input")
+        problem = _validate_input(texts)
+        if problem:
+            await _error(send, problem)
+            return
         texts = [texts] if isinstance(texts, str) else texts
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            await _json(send, 400, {"object": "error", "message": "input must be a string or a list of strings"})
-            return
-        try:
-            vectors = await self.embed(texts)
-        except ValueError as exc:
-            await _json(send, 400, {"object": "error", "type": "BadRequestError", "code": 400, "message": str(exc)})
-            return
         dimensions = request.get("dimensions")
-        if dimensions:
-            vectors = vectors[:, :dimensions] / np.linalg.norm(vectors[:, :dimensions], axis=1, keepdims=True)
+        self.received.append({"input": list(texts), "dimensions": dimensions})
+        try:
+            vectors, tokens = await self.embed_counted(texts, dimensions)
+        except ValueError as exc:
+            await _error(send, str(exc))
+            return
         as_base64 = request.get("encoding_format") == "base64"
         data = [
             {"object": "embedding", "index": i,
@@ -200,7 +284,31 @@ class Simulator:
             for i, v in enumerate(vectors)
         ]
         await _json(send, 200, {"object": "list", "data": data, "model": self.model,
-                                "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+ENDOFTEXT_ID = 151643  # Qwen3's <|endoftext|>, appended by Qwen3-Embedding's tokenizer
+
+
+def _validate_input(texts: object) -> str | None:
+    """SGLang's EmbeddingHandler._validate_request for text inputs."""
+    if not texts:
+        return "Input cannot be empty"
+    if isinstance(texts, str):
+        return None if texts.strip() else "Input cannot be empty or whitespace only"
+    if not isinstance(texts, list):
+        return "input must be a string or a list of strings"
+    for index, item in enumerate(texts):
+        if not isinstance(item, str):
+            return "All items in input list must be strings"
+        if not item.strip():
+            return f"Input at index {index} cannot be empty or whitespace only"
+    return None
+
+
+async def _error(send, message: str, status: int = 400, kind: str = "BadRequestError") -> None:  # noqa: ANN001
+    """SGLang's error body: flat, not nested under "error"."""
+    await _json(send, status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
 
 
 async def _json(send, status: int, payload: object) -> None:  # noqa: ANN001
@@ -221,8 +329,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-model-len", type=int, default=32768)
     parser.add_argument("--dim", type=int, default=None, help="vector dimension (default: the model's)")
     parser.add_argument("--speed", type=float, default=1.0, help="multiply the simulated GPU's speed")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse `dimensions` and over-length input exactly as SGLang does")
+    parser.add_argument("--matryoshka", action="store_true",
+                        help="with --strict: honour `dimensions` (1..dim), as for a model declared Matryoshka")
+    parser.add_argument("--matryoshka-dimensions", default=None,
+                        help="comma-separated dimensions the model declares (SGLang's matryoshka_dimensions)")
+    parser.add_argument("--served-model-name", default=None, help="model id to answer with")
     args = parser.parse_args(argv)
-    simulator = Simulator(args.model_size, args.step_tokens, args.max_model_len, args.dim, args.speed)
+    declared = [int(d) for d in args.matryoshka_dimensions.split(",")] if args.matryoshka_dimensions else None
+    simulator = Simulator(args.model_size, args.step_tokens, args.max_model_len, args.dim, args.speed,
+                          matryoshka=args.matryoshka, matryoshka_dimensions=declared,
+                          served_model_name=args.served_model_name, strict=args.strict)
     print(f"simulated {simulator.model}: {simulator.capacity:,.0f} tokens/s at saturation, "
           f"on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(simulator.app, host=args.host, port=args.port, log_level="warning", lifespan="on", interface="asgi3")
