@@ -9,6 +9,7 @@ records its character offsets.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -73,16 +74,6 @@ class Chunker:
         # remember recent answers. Token counting is most of the chunking time.
         self._count = lru_cache(maxsize=4096)(counter.count)
         self._count_raw = lru_cache(maxsize=8192)(counter.count_raw)
-        self._splitter = RecursiveCharacterTextSplitter(
-            separators=SEPARATORS,
-            is_separator_regex=True,
-            keep_separator="end",
-            strip_whitespace=False,
-            chunk_size=self._piece_budget - overhead,
-            chunk_overlap=0,
-            # A non-empty piece must cost at least one token: langchain's merge repeats zero-cost pieces.
-            length_function=lambda piece: max(1, self._count_raw(piece)) if piece else 0,
-        )
 
     @property
     def signature(self) -> str:
@@ -104,11 +95,44 @@ class Chunker:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _splitter(self, text: str) -> RecursiveCharacterTextSplitter:
+        """langchain's splitter for one document, measuring pieces in the model's tokens.
+
+        It measures every piece at every level of its recursion: tens of encodings per chunk. Where the
+        tokenizer gives offsets, one encoding of the document answers them all (tokens starting inside the
+        piece); that is an estimate at the piece's two ends, which `_fit` and `_merge` settle exactly.
+        """
+        token_starts = getattr(self.counter, "token_starts", None)
+        if token_starts is None:
+            def length(piece: str) -> int:
+                return max(1, self._count_raw(piece)) if piece else 0
+        else:
+            starts = token_starts(text)
+
+            def length(piece: str) -> int:
+                if not piece:
+                    return 0
+                at = text.find(piece)  # any occurrence of the same text costs the same
+                if at < 0:
+                    return max(1, self._count_raw(piece))
+                return max(1, bisect.bisect_left(starts, at + len(piece)) - bisect.bisect_left(starts, at))
+
+        return RecursiveCharacterTextSplitter(
+            separators=SEPARATORS,
+            is_separator_regex=True,
+            keep_separator="end",
+            strip_whitespace=False,
+            chunk_size=self._piece_budget - self._overhead,
+            chunk_overlap=0,
+            # A non-empty piece must cost at least one token: langchain's merge repeats zero-cost pieces.
+            length_function=length,
+        )
+
     def _pieces(self, text: str) -> list[tuple[int, int]]:
         """Non-overlapping (start, end) spans covering the text, each within the piece budget."""
         spans: list[tuple[int, int]] = []
         position = 0
-        for piece in self._splitter.split_text(text):
+        for piece in self._splitter(text).split_text(text):
             # The splitter returns contiguous slices; check rather than trust, as offsets depend on it.
             if text.startswith(piece, position):
                 start = position

@@ -26,7 +26,7 @@ from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .settings import Settings
-from .store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, now
+from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, chunk_id, now
 from .tokens import resolve_counter
 
 Status = Literal["ingested", "unchanged", "failed", "pruned"]
@@ -466,11 +466,21 @@ class _Run:
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
 
     async def _write(self) -> None:
-        while (item := await self.writes.get()) is not None:
+        finished = False
+        while not finished:
+            items = [await self.writes.get()]
+            # Files that completed meanwhile share the same Chroma calls (each costs ~20 ms of CPU
+            # whatever its size), so the writer batches more exactly when it falls behind.
+            while not self.writes.empty() and len(items) < 64:
+                items.append(self.writes.get_nowait())
+            if items[-1] is None:  # the end mark is the last thing ever queued
+                finished = True
+                items.pop()
             # A file without chunks needs only its record; the chunk collection waits for a known dimension.
-            if item.pieces:
+            if any(item.pieces for item in items):
                 await self._ensure()
-            await self._store(item)
+            if items:
+                await self._store(items)
 
     async def _ensure(self) -> None:
         if self.ensured:
@@ -490,7 +500,32 @@ class _Run:
         await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
         self.ensured = True
 
-    async def _store(self, item: _InFlight) -> None:
+    async def _store(self, items: list[_InFlight]) -> None:
+        writes = [self._document_write(item) for item in items]
+        try:
+            _, wall, cpu = await asyncio.to_thread(_timed, self.kb.write_documents, writes)
+            failures = {}
+        except StoreError as exc:
+            if len(writes) == 1:
+                failures, wall, cpu = {0: exc}, 0.0, 0.0
+            else:  # tell which file it was: write them one by one
+                failures, wall, cpu = {}, 0.0, 0.0
+                for position, write in enumerate(writes):
+                    try:
+                        await asyncio.to_thread(self.kb.write_documents, [write])
+                    except StoreError as single:
+                        failures[position] = single
+        self.stages.store_wall += wall
+        self.stages.store_cpu += cpu
+        for position, (item, write) in enumerate(zip(items, writes)):
+            loaded = item.loaded
+            if position in failures:
+                self._finish(FileOutcome(loaded.source, "failed", reason=str(failures[position]), warnings=loaded.warnings))
+            else:
+                self._finish(FileOutcome(loaded.source, "ingested", len(write.ids), write.record.tokens,
+                                         warnings=loaded.warnings))
+
+    def _document_write(self, item: _InFlight) -> DocumentWrite:
         loaded = item.loaded
         ids, texts, metadatas = [], [], []
         for doc, chunk in item.pieces:
@@ -506,22 +541,14 @@ class _Run:
             if doc.language:
                 metadata["language"] = doc.language
             metadatas.append(metadata)
-        tokens = sum(c.tokens for _, c in item.pieces)
         record = DocumentRecord(
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
-            chunks=len(ids), tokens=tokens, pages=loaded.pages, size=loaded.size,
+            chunks=len(ids), tokens=sum(c.tokens for _, c in item.pieces), pages=loaded.pages, size=loaded.size,
             chunking=self.chunker.signature, ingested_at=now(), warnings="; ".join(loaded.warnings),
             language=loaded.language,
         )
         vectors = np.vstack(item.vectors) if ids else np.zeros((0, self.embedder.dimension or 1), np.float32)
-        try:
-            _, wall, cpu = await asyncio.to_thread(_timed, self.kb.write_document, record, ids, vectors, texts, metadatas)
-            self.stages.store_wall += wall
-            self.stages.store_cpu += cpu
-        except StoreError as exc:
-            self._finish(FileOutcome(loaded.source, "failed", reason=str(exc), warnings=loaded.warnings))
-            return
-        self._finish(FileOutcome(loaded.source, "ingested", len(ids), tokens, warnings=loaded.warnings))
+        return DocumentWrite(record, ids, vectors, texts, metadatas)
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         for source in sorted(records):

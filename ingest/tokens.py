@@ -61,6 +61,10 @@ class HFTokenCounter:
     def count_raw(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def token_starts(self, text: str) -> list[int]:
+        """Character offset where each token of `text` starts (one encoding, for estimating spans)."""
+        return [start for start, _ in self._tok.encode(text, add_special_tokens=False).offsets]
+
     def tail_start(self, text: str, tokens: int) -> int:
         """Where the last `tokens` tokens of `text` begin (from one encoding's offsets)."""
         offsets = self._tok.encode(text, add_special_tokens=False).offsets

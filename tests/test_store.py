@@ -111,3 +111,23 @@ def test_names_and_where_are_validated(tmp_path):
     with pytest.raises(StoreError, match="JSON"):
         parse_where("{nope")
     assert parse_where('{"file_type": "pdf"}') == {"file_type": "pdf"}
+
+
+def test_several_documents_in_one_write_replace_their_stale_chunks_only(kb):
+    from ingest.store import DocumentWrite
+
+    def document(source, sha, n):
+        ids = [chunk_id(source, sha, None, i) for i in range(n)]
+        vectors = np.eye(max(n, 4), 4, dtype=np.float32)[:n] + 0.01
+        metadatas = [{"source": source, "sha256": sha, "chunk": i} for i in range(n)]
+        return DocumentWrite(record(source, sha, n), ids, vectors, [f"{source} {sha} {i}" for i in range(n)], metadatas)
+
+    kb.write_documents([document("a.txt", "old", 3), document("b.txt", "old", 2), document("c.txt", "old", 2)])
+    assert kb.count() == 7 and set(kb.documents()) == {"a.txt", "b.txt", "c.txt"}
+    # a and b change in one write; c is untouched; an empty document needs only its record.
+    kb.write_documents([document("a.txt", "new", 1), document("b.txt", "new", 2), document("empty.txt", "e", 0)])
+    chunks = kb.chunks_of("a.txt") + kb.chunks_of("b.txt") + kb.chunks_of("c.txt")
+    assert sorted(c.metadata["sha256"] for c in chunks) == ["new", "new", "new", "old", "old"]
+    assert kb.count() == 5
+    docs = kb.documents()
+    assert docs["a.txt"].sha256 == "new" and docs["c.txt"].sha256 == "old" and docs["empty.txt"].chunks == 0
