@@ -10,6 +10,7 @@ records its character offsets.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -32,6 +33,9 @@ SEPARATORS = [
     r"\s+",  # words
     r"",  # characters
 ]
+
+# How many tokens text[start:end] costs: exactly, or estimated from one encoding of the whole text.
+Measure = Callable[[str, int, int], int]
 
 
 @dataclass(frozen=True)
@@ -84,31 +88,54 @@ class Chunker:
         return self._count(self._format(text))
 
     def split(self, text: str) -> list[Chunk]:
-        pieces = self._pieces(text)
+        starts = self._token_starts(text)
+        pending = deque(self._pieces(text, starts))
         chunks: list[Chunk] = []
-        for start, end in pieces:
+        while pending:
+            piece_start, end = pending.popleft()
+            start = piece_start
             if chunks and self.overlap:
                 start = self._overlap_start(text, chunks[-1], start, end)
             body = text[start:end]
-            chunks.append(Chunk(len(chunks), start, end, body, self.count(body)))
+            tokens = self.count(body)
+            if tokens > self.chunk_tokens:
+                # Only after an estimate (exact pieces fit by construction): the piece alone is over the
+                # bound, so it is cut again with exact counts.
+                pending.extendleft(reversed(self._fit(text, piece_start, end, self._exact)))
+                continue
+            chunks.append(Chunk(len(chunks), start, end, body, tokens))
         return chunks
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _splitter(self, text: str) -> RecursiveCharacterTextSplitter:
+    def _token_starts(self, text: str) -> list[int] | None:
+        token_starts = getattr(self.counter, "token_starts", None)
+        return token_starts(text) if token_starts is not None else None
+
+    def _exact(self, text: str, start: int, end: int) -> int:
+        return self.count(text[start:end])
+
+    def _estimator(self, starts: list[int]) -> Callable[[str, int, int], int]:
+        """Tokens of text[start:end] from one encoding of the whole text: the tokens starting inside the span.
+
+        Exact but at the span's two ends, where a word cut in two may cost a token or so more on its own.
+        """
+        def estimate(text: str, start: int, end: int) -> int:
+            return bisect.bisect_left(starts, end) - bisect.bisect_left(starts, start) + self._overhead
+
+        return estimate
+
+    def _splitter(self, text: str, starts: list[int] | None) -> RecursiveCharacterTextSplitter:
         """langchain's splitter for one document, measuring pieces in the model's tokens.
 
         It measures every piece at every level of its recursion: tens of encodings per chunk. Where the
-        tokenizer gives offsets, one encoding of the document answers them all (tokens starting inside the
-        piece); that is an estimate at the piece's two ends, which `_fit` and `_merge` settle exactly.
+        tokenizer gives offsets, one encoding of the document answers them all; the chunks' exact counts
+        settle the estimate's ends.
         """
-        token_starts = getattr(self.counter, "token_starts", None)
-        if token_starts is None:
+        if starts is None:
             def length(piece: str) -> int:
                 return max(1, self._count_raw(piece)) if piece else 0
         else:
-            starts = token_starts(text)
-
             def length(piece: str) -> int:
                 if not piece:
                     return 0
@@ -128,11 +155,13 @@ class Chunker:
             length_function=length,
         )
 
-    def _pieces(self, text: str) -> list[tuple[int, int]]:
-        """Non-overlapping (start, end) spans covering the text, each within the piece budget."""
+    def _pieces(self, text: str, starts: list[int] | None) -> list[tuple[int, int]]:
+        """Non-overlapping (start, end) spans covering the text, each within the piece budget (estimated,
+        where the tokenizer gives offsets; exactly otherwise)."""
+        measure = self._estimator(starts) if starts is not None else self._exact
         spans: list[tuple[int, int]] = []
         position = 0
-        for piece in self._splitter(text).split_text(text):
+        for piece in self._splitter(text, starts).split_text(text):
             # The splitter returns contiguous slices; check rather than trust, as offsets depend on it.
             if text.startswith(piece, position):
                 start = position
@@ -143,23 +172,23 @@ class Chunker:
             if start > position and text[position:start].strip():
                 raise AssertionError("text splitter dropped text")
             position = start + len(piece)
-            spans.extend(self._fit(text, start, position))
+            spans.extend(self._fit(text, start, position, measure))
         if text[position:].strip():
             raise AssertionError("text splitter dropped the end of the text")
-        return [(s, e) for s, e in self._merge(text, spans) if text[s:e].strip()]
+        return [(s, e) for s, e in self._merge(text, spans, measure) if text[s:e].strip()]
 
-    def _merge(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Join neighbours while the exact count allows: summed piece counts over-estimate, chunks came out small.
+    def _merge(self, text: str, spans: list[tuple[int, int]], measure: Measure) -> list[tuple[int, int]]:
+        """Join neighbours while the count allows: summed piece counts over-estimate, chunks came out small.
 
         Joining rarely saves more than a few tokens, so a join whose parts' counts add up to far more than
-        the budget is not worth an exact count (these counts are most of the chunking time).
+        the budget is not worth counting.
         """
         merged: list[tuple[int, int]] = []
         merged_tokens = 0
         for start, end in spans:
-            tokens = self.count(text[start:end])
+            tokens = measure(text, start, end)
             if merged and merged_tokens + tokens - self._overhead <= self._piece_budget + self._slack:
-                joined = self.count(text[merged[-1][0] : end])
+                joined = measure(text, merged[-1][0], end)
                 if joined <= self._piece_budget:
                     merged[-1] = (merged[-1][0], end)
                     merged_tokens = joined
@@ -168,25 +197,25 @@ class Chunker:
             merged_tokens = tokens
         return merged
 
-    def _fit(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
-        """Cut [start, end) further wherever the exact count exceeds the budget (token counts don't add up)."""
+    def _fit(self, text: str, start: int, end: int, measure: Measure) -> list[tuple[int, int]]:
+        """Cut [start, end) further wherever the count exceeds the budget (token counts don't add up)."""
         spans = []
         while start < end:
-            if self.count(text[start:end]) <= self._piece_budget:
+            if measure(text, start, end) <= self._piece_budget:
                 spans.append((start, end))
                 break
-            cut = self._longest_prefix(text, start, end, self._piece_budget)
+            cut = self._longest_prefix(text, start, end, self._piece_budget, measure)
             spans.append((start, cut))
             start = cut
         return spans
 
-    def _longest_prefix(self, text: str, start: int, end: int, budget: int) -> int:
+    def _longest_prefix(self, text: str, start: int, end: int, budget: int, measure: Measure) -> int:
         """Largest cut in (start, end) with text[start:cut] within budget; at least one character."""
         low, high = start + 1, end - 1
         best = start + 1
         while low <= high:
             middle = (low + high) // 2
-            if self.count(text[start:middle]) <= budget:
+            if measure(text, start, middle) <= budget:
                 best, low = middle, middle + 1
             else:
                 high = middle - 1
