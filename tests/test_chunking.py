@@ -1,3 +1,4 @@
+import bisect
 import random
 
 import pytest
@@ -91,3 +92,19 @@ def test_prefix_counts_against_the_bound():
 def test_empty_and_whitespace_text_gives_no_chunks():
     chunker = Chunker(qwen3_counter(), 64, 8)
     assert chunker.split("") == [] and chunker.split(" \n\n \t ") == []
+
+
+@pytest.mark.parametrize("name", ["long word", "chinese without spaces", "code", "markdown"])
+def test_a_short_estimate_is_caught_by_the_exact_count(name):
+    # Piece boundaries come from an estimate; if it ever under-counts, the exact count of each chunk
+    # must still hold the bound (the piece is cut again with exact counts).
+    chunker = Chunker(qwen3_counter(), 128, 16)
+    chunker._estimator = lambda starts: lambda text, start, end: (
+        (bisect.bisect_left(starts, end) - bisect.bisect_left(starts, start)) // 2 + 1
+    )
+    text = ADVERSARIAL[name]
+    chunks = chunker.split(text)
+    assert all(c.tokens <= 128 for c in chunks)
+    assert all(c.tokens == chunker.count(c.text) for c in chunks)
+    covered = "".join(text[c.start if i == 0 else max(c.start, chunks[i - 1].end) : c.end] for i, c in enumerate(chunks))
+    assert covered.strip() == text.strip()
