@@ -22,7 +22,7 @@ from bench.run import SimulatedServer
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
 
-STAGES = ("parse", "chunk+tokenise", "embed client + Chroma threads", "store", "total")
+STAGES = ("parse", "chunk+tokenise", "embed client", "store", "total")
 
 
 def run_endpoints(paths: Sequence[str | Path], counts: Sequence[int] = (1, 4), model_size: str = "4b",

@@ -67,7 +67,7 @@ def _warm() -> None:
     import ingest.loaders  # noqa: F401
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # "Multiple definitions in dictionary ...", per object
-    import langdetect  # noqa: F401
+    import pycld2  # noqa: F401
     import pypdf  # noqa: F401
 
 

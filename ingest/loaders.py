@@ -59,22 +59,30 @@ class LoadedFile:
         return max(counts, key=counts.get) if counts else None
 
 
+# Characters CLD2 refuses as "invalid UTF-8": C0/C1 controls (but tab and newlines), surrogates, noncharacters.
+_NOT_FOR_CLD2 = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+
+
+_LETTERS = re.compile(r"(?:[^\W\d_][\W\w]*?){20}")  # twenty letters, anywhere
+
+
 def detect_language(text: str) -> str | None:
-    """ISO 639-1 code of the text's main language (langdetect, profiles shipped in the package), or None.
+    """ISO 639-1 code of the text's main language, or None when it cannot be told.
 
-    Seeded, so the same text always gets the same answer; Chinese variants are reported as `zh`.
+    Google's CLD2 (pycld2, its tables compiled in): ~0.07 ms a page where langdetect took ~6, which
+    mattered for PDFs, detected page by page. Chinese variants are reported as `zh`.
     """
-    sample = text[:1500]  # enough to tell; langdetect takes ~4 ms per 1,000 characters
-    if sum(ch.isalpha() for ch in sample) < 20:
+    sample = text[:2000]
+    if not _LETTERS.search(sample):
         return None
-    from langdetect import DetectorFactory, LangDetectException, detect
+    import pycld2
 
-    DetectorFactory.seed = 0
     try:
-        code = detect(sample)
-    except LangDetectException:
+        _, _, details = pycld2.detect(_NOT_FOR_CLD2.sub(" ", sample), bestEffort=True)
+    except pycld2.error:
         return None
-    return code.split("-")[0]
+    code = details[0][1]
+    return None if code in ("un", "xxx", "") else code.split("-")[0]
 
 
 def file_type_of(path: str | Path) -> str | None:

@@ -26,7 +26,7 @@ from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .settings import Settings
-from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, chunk_id, now
+from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, now
 from .tokens import resolve_counter
 
 Status = Literal["ingested", "unchanged", "failed", "pruned"]
@@ -44,10 +44,12 @@ class FileOutcome:
 
 @dataclass
 class StageTimes:
-    """Where the client's time went: wall and CPU seconds per stage (CPU of the threads doing the work).
+    """Where the client's time went: wall and CPU seconds per stage.
 
-    `embed_cpu` is the rest of the process's CPU: the event loop, the HTTP client and vector decoding,
-    and Chroma's native threads (index inserts), which thread CPU clocks cannot tell apart.
+    Parse+chunk CPU is the working threads'; a store process's CPU is the whole process's, Chroma's
+    native threads (HNSW inserts) included. `embed_cpu` is the rest of this process's CPU: the event
+    loop, the HTTP client and vector decoding (and Chroma's native threads when the store is in this
+    process, which thread CPU clocks cannot tell apart).
     """
 
     prepare_wall: float = 0.0
@@ -58,15 +60,18 @@ class StageTimes:
     embed_wall: float = 0.0  # summed over requests in flight: exceeds the run's wall time when they overlap
     process_cpu: float = 0.0  # this process only
     prepare_in_workers: bool = False  # parse+chunk CPU was spent in worker processes, not in process_cpu
+    store_in_process: bool = False  # the store's CPU was spent in a store process, not in process_cpu
 
     @property
     def embed_cpu(self) -> float:
         local_prepare = 0.0 if self.prepare_in_workers else self.prepare_cpu
-        return max(0.0, self.process_cpu - local_prepare - self.store_cpu)
+        local_store = 0.0 if self.store_in_process else self.store_cpu
+        return max(0.0, self.process_cpu - local_prepare - local_store)
 
     @property
     def total_cpu(self) -> float:
-        return self.process_cpu + (self.prepare_cpu if self.prepare_in_workers else 0.0)
+        return (self.process_cpu + (self.prepare_cpu if self.prepare_in_workers else 0.0)
+                + (self.store_cpu if self.store_in_process else 0.0))
 
     def per_thousand_tokens(self, tokens: int) -> dict[str, float]:
         """Client CPU seconds per 1,000 tokens, by stage: how many client cores a given GPU rate needs."""
@@ -76,10 +81,22 @@ class StageTimes:
         return {
             "parse": round(self.parse_cpu * scale, 5),
             "chunk+tokenise": round((self.prepare_cpu - self.parse_cpu) * scale, 5),
-            "embed client + Chroma threads": round(self.embed_cpu * scale, 5),
+            "embed client": round(self.embed_cpu * scale, 5),
             "store": round(self.store_cpu * scale, 5),
             "total": round(self.total_cpu * scale, 5),
         }
+
+
+def _is_big(files: int, size: int) -> bool:
+    """Worth worker processes (each costs a second or two to start and load a tokenizer)."""
+    return files >= 32 or size >= 8 * 1024 * 1024
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reported as unreadable when it is read
 
 
 def _timed(function, *args):  # noqa: ANN001, ANN202
@@ -221,14 +238,17 @@ def ingest(
     embedder: Embedder | None = None,
     pdf_password: str | None = None,
     force: bool = False,
+    store_process: bool | None = None,
 ) -> IngestReport:
     """Ingest `paths` (files or folders) into the knowledge base `settings` names.
 
-    `force` re-reads and re-embeds files even when they are unchanged (re-index).
+    `force` re-reads and re-embeds files even when they are unchanged (re-index). `store_process`:
+    write an embedded store from a process of its own (see `StoreProcess`); None decides by the run's
+    size. A caller that keeps the same embedded store open in its own process (the UI) passes False.
     """
     return asyncio.run(
         ingest_async(paths, settings, prune=prune, progress=progress, embedder=embedder,
-                     pdf_password=pdf_password, force=force)
+                     pdf_password=pdf_password, force=force, store_process=store_process)
     )
 
 
@@ -241,31 +261,32 @@ async def ingest_async(
     embedder: Embedder | None = None,
     pdf_password: str | None = None,
     force: bool = False,
+    store_process: bool | None = None,
 ) -> IngestReport:
     started, cpu_started = time.perf_counter(), time.process_time()
     progress = progress or _Silent()
     own_embedder = embedder is None
     embedder = embedder or make_embedder(settings)
     try:
-        kb = KnowledgeBase.open(settings)
-        kb.check_model(embedder.model, settings.dimensions, embedder.instruction.name)
         spec = ChunkerSpec.of(settings, embedder)
-        run = _Run(kb, embedder, spec, settings, progress, pdf_password)
-        outcomes = await run.go(paths, prune, force)
+        run = _Run(embedder, spec, settings, progress, pdf_password)
+        outcomes = await run.go(paths, prune, force, store_process)
     finally:
         if own_embedder:
             await embedder.aclose()
     run.stages.process_cpu = time.process_time() - cpu_started
     embedder.stats.in_flight = embedder.limits()
-    return IngestReport(kb.name, embedder.model, outcomes, time.perf_counter() - started, embedder.stats, run.stages)
+    return IngestReport(settings.collection, embedder.model, outcomes, time.perf_counter() - started,
+                        embedder.stats, run.stages)
 
 
 class _Run:
     """One ingest run's state; `go` drives the stages."""
 
-    def __init__(self, kb: KnowledgeBase, embedder: Embedder, spec: ChunkerSpec, settings: Settings,
+    def __init__(self, embedder: Embedder, spec: ChunkerSpec, settings: Settings,
                  progress: Progress, pdf_password: str | None) -> None:
-        self.kb, self.embedder, self.spec, self.settings = kb, embedder, spec, settings
+        self.kb: KnowledgeBase | StoreProcess | None = None  # opened once the run's size is known
+        self.embedder, self.spec, self.settings = embedder, spec, settings
         self.chunker = spec.build()  # this process's own: signatures, token counts, small runs
         self.progress, self.pdf_password = progress, pdf_password
         self.outcomes: list[FileOutcome] = []
@@ -285,11 +306,27 @@ class _Run:
         self.outcomes.append(outcome)
         self.progress.file_done(outcome, self.sizes.get(outcome.source, 0))
 
-    async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False) -> list[FileOutcome]:
+    async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False,
+                 store_process: bool | None = None) -> list[FileOutcome]:
         store = [] if self.settings.chroma_url else [self.settings.chroma_path]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
+        big = _is_big(len(files), sum(_size(p) for p in files))
+        if store_process is None:
+            store_process = big and not self.settings.chroma_url
+        self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings)
+        self.stages.store_in_process = store_process
+        try:
+            return await self._go(files, big, prune, force)
+        finally:
+            if isinstance(self.kb, StoreProcess):
+                self.kb.close()
+
+    async def _go(self, files: list[Path], big: bool, prune: bool, force: bool) -> list[FileOutcome]:
+        assert self.kb is not None
+        embedder = self.embedder
+        await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions, embedder.instruction.name)
         records = await asyncio.to_thread(self.kb.documents)
         todo: list[tuple[Path, str]] = []
         for path in files:
@@ -306,7 +343,7 @@ class _Run:
                 todo.append((path, digest))
         todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), todo_bytes)
-        self._open_pool(len(todo), todo_bytes)
+        self._open_pool(big and _is_big(len(todo), todo_bytes))
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
@@ -328,11 +365,10 @@ class _Run:
             await self._prune(records, {str(p) for p in files})
         return self.outcomes
 
-    def _open_pool(self, files: int, size: int) -> None:
+    def _open_pool(self, big: bool) -> None:
         """Parsing and chunking are CPU-bound Python: worker processes for big runs (or when --workers says so),
         one thread for small ones (starting a process costs more than a few files take)."""
         wanted = self.settings.workers or min(os.cpu_count() or 1, 4)
-        big = files >= 32 or size >= 8 * 1024 * 1024
         if wanted > 1 and (self.settings.workers > 1 or big):
             self.processes = wanted
             self.pool = ProcessPoolExecutor(
@@ -497,10 +533,12 @@ class _Run:
             overlap=self.chunker.overlap,
             requested_dimensions=getattr(self.embedder, "dimensions", None) or 0,
         )
+        assert self.kb is not None
         await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
         self.ensured = True
 
     async def _store(self, items: list[_InFlight]) -> None:
+        assert self.kb is not None
         writes = [self._document_write(item) for item in items]
         try:
             _, wall, cpu = await asyncio.to_thread(_timed, self.kb.write_documents, writes)
@@ -516,7 +554,7 @@ class _Run:
                     except StoreError as single:
                         failures[position] = single
         self.stages.store_wall += wall
-        self.stages.store_cpu += cpu
+        self.stages.store_cpu = self.kb.cpu if isinstance(self.kb, StoreProcess) else self.stages.store_cpu + cpu
         for position, (item, write) in enumerate(zip(items, writes)):
             loaded = item.loaded
             if position in failures:
@@ -551,6 +589,7 @@ class _Run:
         return DocumentWrite(record, ids, vectors, texts, metadatas)
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
+        assert self.kb is not None
         for source in sorted(records):
             if source in seen or os.path.exists(source):
                 continue

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from datetime import datetime, timezone
@@ -367,6 +371,73 @@ class KnowledgeBase:
             return []
         got = self._chunks.get(where={"source": source}, include=["documents", "metadatas"])
         return [StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+
+
+# The store process's own knowledge base, opened at its first call (so an error reaches the caller).
+_process_settings: Settings | None = None
+_process_kb: KnowledgeBase | None = None
+
+
+def _remember_settings(settings: Settings) -> None:
+    global _process_settings
+    _process_settings = settings
+
+
+def _call_in_process(method: str, args: tuple) -> tuple[Any, float]:
+    """Run one KnowledgeBase method in the store process; its result and the process's CPU seconds."""
+    global _process_kb
+    started = time.process_time()
+    if _process_kb is None:
+        assert _process_settings is not None
+        _process_kb = KnowledgeBase.open(_process_settings)
+    result = getattr(_process_kb, method)(*args)
+    return result, time.process_time() - started
+
+
+class StoreProcess:
+    """A KnowledgeBase in a process of its own, with the methods an ingest run calls.
+
+    Chroma's embedded client holds the GIL for the whole of every write (~0.5 s per 100 vectors of
+    2,560 dimensions once its HNSW index has grown): in the pipeline's process that freezes the event
+    loop, and with it every request to the embedding servers. An embedded store must have one owner,
+    so for the run this process is it; nothing else in the caller's process may have it open.
+    `cpu` adds up the process's CPU seconds, Chroma's native threads included.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        validate_name(settings.collection)
+        self.name = settings.collection
+        self.cpu = 0.0
+        self._pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_remember_settings, initargs=(settings,),
+        )
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            result, cpu = self._pool.submit(_call_in_process, method, args).result()
+        except BrokenProcessPool:
+            raise StoreError(f"the store process for collection {self.name!r} died (out of memory?)") from None
+        self.cpu += cpu
+        return result
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        return self._call("documents")
+
+    def check_model(self, model: str, dimension: int | None = None, instruction: str | None = None) -> None:
+        self._call("check_model", model, dimension, instruction)
+
+    def ensure(self, spec: CollectionSpec) -> None:
+        self._call("ensure", spec)
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        self._call("write_documents", list(writes))
+
+    def delete_document(self, source: str) -> int:
+        return self._call("delete_document", source)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def list_knowledge_bases(client) -> list[str]:  # noqa: ANN001

@@ -252,7 +252,8 @@ def ingest_uploads(current: Settings, files: list[Any]) -> None:
         rows.append({"file": file.name, "outcome": "refused", "passages": 0, "detail": reason})
     if saved:
         progress = StreamlitProgress(saved)
-        report: IngestReport = ingest(list(saved), current, progress=progress)
+        # This process keeps the embedded store open for searches: writes must go through the same client.
+        report: IngestReport = ingest(list(saved), current, progress=progress, store_process=False)
         for outcome in report.outcomes:
             rows.append({
                 "file": saved.get(outcome.source, display_name(outcome.source)),
@@ -320,7 +321,7 @@ def library_page(current: Settings) -> None:
             st.error(f"{source} no longer exists on disk: delete it instead.")
         else:
             with st.spinner(f"Re-indexing {display_name(source)}…"):
-                report = ingest([source], current, force=True)
+                report = ingest([source], current, force=True, store_process=False)
             outcome = report.outcomes[0]
             (st.success if outcome.status == "ingested" else st.error)(f"{display_name(source)}: {describe(outcome)}")
     message = st.session_state.pop("library_message", None)
