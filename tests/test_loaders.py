@@ -108,3 +108,28 @@ def test_load_error_survives_pickling():
 
     error = pickle.loads(pickle.dumps(LoadError("/a/b.pdf", "encrypted PDF")))
     assert (error.path, error.reason, str(error)) == ("/a/b.pdf", "encrypted PDF", "/a/b.pdf: encrypted PDF")
+
+
+@pytest.mark.parametrize(("code", "text"), [
+    ("en", "The installation of the system is done over the network. Read the documentation first."),
+    ("de", "Die Installation des Systems erfolgt über das Netzwerk. Bitte lesen Sie zuerst die Dokumentation."),
+    ("fr", "L'installation du système se fait par le réseau. Veuillez lire la documentation avant de commencer."),
+    ("zh", "系统通过网络进行安装。开始之前请仔细阅读文档。长城是中国古代规模最大的军事防御工程。"),
+    ("zh", "系統通過網絡進行安裝。開始之前請仔細閱讀文檔。長城是中國古代規模最大的軍事防禦工程。"),
+    ("ja", "システムのインストールはネットワーク経由で行います。開始する前にドキュメントをよくお読みください。"),
+    ("ru", "Установка системы выполняется по сети. Пожалуйста, внимательно прочитайте документацию."),
+])
+def test_language_of_a_text(code, text):
+    from ingest.loaders import detect_language
+
+    assert detect_language(text) == code
+
+
+def test_language_detection_takes_odd_text_and_declines_too_little():
+    from ingest.loaders import detect_language
+
+    # Control characters, a NUL and a surrogate are what CLD2 refuses as "invalid UTF-8".
+    odd = "Text extracted from an old PDF\x00\x01\x0b with control \x7f\x85 characters \ud800 in it, in English."
+    assert detect_language(odd) == "en"
+    assert detect_language("12 34 -- a b c") is None
+    assert detect_language("") is None

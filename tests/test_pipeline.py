@@ -261,3 +261,40 @@ def test_in_flight_is_learnt_from_a_continuous_batching_server(corpus, store):
     assert 2 <= limits["peak"] < 32, limits
     assert served["tokens"] == report.tokens  # kb counts tokens as the server does
     assert KnowledgeBase.open(settings).count() == report.chunks
+
+
+def test_store_process_stores_what_the_pipeline_process_does(corpus, store, fake_server, tmp_path):
+    """Big runs write from a process of their own (Chroma holds the GIL while it indexes): same result."""
+    local = fake_settings(fake_server, tmp_path / "local-store")
+    ingest([corpus], local, embedder=fake_embedder(fake_server), store_process=False)
+    settings = fake_settings(fake_server, store)
+    report = ingest([corpus], settings, embedder=fake_embedder(fake_server), store_process=True)
+    assert report.ok and report.stages.store_in_process and report.stages.store_cpu > 0
+    ids, texts, vectors, _ = stored(settings)
+    local_ids, local_texts, local_vectors, _ = stored(local)
+    assert sorted(zip(ids, texts)) == sorted(zip(local_ids, local_texts))
+    by_id = dict(zip(local_ids, local_vectors))
+    for id_, vector in zip(ids, vectors):
+        np.testing.assert_allclose(vector, by_id[id_], atol=1e-6)
+
+    # The process reads the records (nothing to do), replaces a changed file's chunks and prunes.
+    again = ingest([corpus], settings, embedder=fake_embedder(fake_server), store_process=True)
+    assert len(again.of("unchanged")) == 8 and again.stats.requests == 0
+    solar = corpus / "en" / "solar-power.md"
+    solar.write_text("# Solar power, revised\n\nPerovskite tandem cells are the new topic of this file.\n")
+    (corpus / "zh" / "great-wall.md").unlink()
+    changed = ingest([corpus], settings, prune=True, embedder=fake_embedder(fake_server), store_process=True)
+    assert [o.source for o in changed.of("ingested")] == [str(solar)]
+    assert [o.source for o in changed.of("pruned")] == [str(corpus / "zh" / "great-wall.md")]
+    kb = KnowledgeBase.open(settings)
+    chunks = kb.chunks_of(str(solar))
+    assert len(chunks) == 1 and "Perovskite" in chunks[0].text  # the old version's chunks are gone
+    assert not kb.chunks_of(str(corpus / "zh" / "great-wall.md"))
+
+
+def test_store_process_refusing_another_model_ends_the_run(corpus, store, fake_server):
+    ingest([corpus / "zh"], fake_settings(fake_server, store), embedder=fake_embedder(fake_server))
+    other = fake_settings(fake_server, store, model="another-model")
+    embedder = RemoteEmbedder([fake_server.url], "another-model", Instruction("none"), max_in_flight=3)
+    with pytest.raises(ModelMismatchError, match="fake-embed.*another-model"):
+        ingest([corpus / "en"], other, embedder=embedder, store_process=True)

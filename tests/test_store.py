@@ -131,3 +131,39 @@ def test_several_documents_in_one_write_replace_their_stale_chunks_only(kb):
     assert kb.count() == 5
     docs = kb.documents()
     assert docs["a.txt"].sha256 == "new" and docs["c.txt"].sha256 == "old" and docs["empty.txt"].chunks == 0
+
+
+def test_store_process_writes_reads_and_refuses_like_the_store(tmp_path):
+    from ingest.store import DocumentWrite, StoreProcess
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="unit")
+    store = StoreProcess(settings)
+    try:
+        assert store.documents() == {}
+        store.ensure(SPEC)
+        ids = [chunk_id("/a.txt", "v1", None, i) for i in range(3)]
+        vectors = np.eye(3, 4, dtype=np.float32) + 0.01
+        store.write_documents([DocumentWrite(record("/a.txt", "v1", 3), ids, vectors, ["x", "y", "z"],
+                                             [{"source": "/a.txt", "chunk": i} for i in range(3)])])
+        assert set(store.documents()) == {"/a.txt"}
+        with pytest.raises(ModelMismatchError, match="model-a.*model-b"):  # the error's own type crosses over
+            store.check_model("model-b")
+        assert store.cpu > 0  # the process's CPU, Chroma's threads included, is accounted
+    finally:
+        store.close()
+    kb = KnowledgeBase.open(settings)  # persisted once the process has closed
+    assert kb.count() == 3 and kb.spec == SPEC
+    assert [c.id for c in kb.query(vectors[0], k=1)] == [ids[0]]
+
+
+def test_store_process_that_cannot_open_the_store_says_where(tmp_path):
+    from ingest.store import StoreProcess
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    store = StoreProcess(load_settings(chroma_path=blocker, collection="unit"))
+    try:
+        with pytest.raises(StoreError, match="cannot open the Chroma store at .*a-file"):
+            store.documents()
+    finally:
+        store.close()

