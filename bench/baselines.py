@@ -135,7 +135,7 @@ def load_and_split(files: Sequence[Path]) -> list:
     return make_splitter().split_documents(documents)
 
 
-def run_langchain(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, int, dict]:
+def run_langchain(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, Callable[[], int], dict]:
     from langchain_chroma import Chroma
     from langchain_openai import OpenAIEmbeddings
 
@@ -146,10 +146,10 @@ def run_langchain(files: Sequence[Path], url: str, model: str, store: Path) -> t
     db = Chroma.from_documents(chunks, embeddings, persist_directory=str(store))
     done = time.perf_counter()
     stages = {"load+split": split - started, "Chroma.from_documents (embed+store)": done - split}
-    return len(chunks), db._collection.count(), stages
+    return len(chunks), db._collection.count, stages
 
 
-def run_recipe(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, int, dict]:
+def run_recipe(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, Callable[[], int], dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     import chromadb
@@ -179,10 +179,10 @@ def run_recipe(files: Sequence[Path], url: str, model: str, store: Path) -> tupl
                        metadatas=metadatas[i:i + step])
     done = time.perf_counter()
     stages = {"load+split": split - started, "embed (8 threads x 10)": embedded - split, "store": done - embedded}
-    return len(texts), collection.count(), stages
+    return len(texts), collection.count, stages
 
 
-def run_kb(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, int, dict]:
+def run_kb(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, Callable[[], int], dict]:
     from ingest.pipeline import ingest
     from ingest.settings import load_settings
     from ingest.store import status
@@ -192,13 +192,17 @@ def run_kb(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[in
     failed = report.of("failed")
     if failed:
         raise BenchmarkInvalid(f"kb failed {len(failed)} files, e.g. {failed[0].source}: {failed[0].reason}")
-    stored = next(row["chunks"] for row in status(settings) if row["collection"] == "bench")
+    def stored() -> int:
+        return next(row["chunks"] for row in status(settings) if row["collection"] == "bench")
+
     stages = {"parse+chunk (summed over workers)": report.stages.prepare_wall,
               "embed (summed over requests)": report.stages.embed_wall, "store": report.stages.store_wall}
     return report.chunks, stored, stages
 
 
-RUNNERS: dict[str, Callable[[Sequence[Path], str, str, Path], tuple[int, int, dict]]] = {
+# Each returns (chunks made, a function counting the vectors stored, wall seconds by stage); vectors are
+# counted after the clock stops (kb's count opens the store afresh, the others' an open collection).
+RUNNERS: dict[str, Callable[[Sequence[Path], str, str, Path], tuple[int, Callable[[], int], dict]]] = {
     "kb": run_kb, "langchain": run_langchain, "recipe": run_recipe,
 }
 
@@ -209,9 +213,10 @@ def _child(pipeline: str, url: str, model: str, paths: list[str], out: Path) -> 
     with tempfile.TemporaryDirectory(prefix=f"kb-{pipeline}-") as scratch:
         started, cpu = time.perf_counter(), time.process_time()
         # kb is given the folders, as a user gives them (it discovers the same files); the others, the files.
-        chunks, vectors, stages = RUNNERS[pipeline](
+        chunks, count, stages = RUNNERS[pipeline](
             [Path(p) for p in paths] if pipeline == "kb" else files, url, model, Path(scratch) / "chroma")
         seconds = time.perf_counter() - started
+        vectors = count()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # kb's worker processes, joined by now
     own = resource.getrusage(resource.RUSAGE_SELF)
     result = {

@@ -8,9 +8,11 @@ With --endpoint it measures a real server (client-side figures only).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ class BenchResult:
     share_of_capacity: float | None  # end to end
     cpu_seconds_per_1000_tokens: dict[str, float]  # client CPU by stage
     stage_wall_seconds: dict[str, float]
+    corpus_bytes: int = 0  # of the files kb took
+    peak_rss_mb: dict[str, float] | None = None  # kb's processes (see RssSampler)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +68,71 @@ def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Pat
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not up after {seconds} s")
+
+
+class RssSampler:
+    """Peak resident memory of this process and its descendants (kb's parsing workers and store process),
+    sampled from /proc every `interval` seconds; `exclude` leaves out processes that are not kb's (the
+    simulated server). The sum counts shared pages once per process: it over-states, never under-states.
+    """
+
+    def __init__(self, exclude: set[int] | None = None, interval: float = 0.2) -> None:
+        self.exclude, self.interval = exclude or set(), interval
+        self.total = self.largest = 0
+        self.own = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="kb-rss")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict[str, float]:
+        mb = 1024 * 1024
+        return {"all kb processes": round(self.total / mb, 1), "largest process": round(self.largest / mb, 1),
+                "main process": round(self.own / mb, 1)}
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            sizes = {pid: _rss_pages(pid) * page for pid in _descendants(os.getpid()) - self.exclude}
+            self.total = max(self.total, sum(sizes.values()))
+            self.largest = max(self.largest, max(sizes.values(), default=0))
+            self.own = max(self.own, sizes.get(os.getpid(), 0))
+            if self._stop.wait(self.interval):
+                return
+
+
+def _descendants(root: int) -> set[int]:
+    """`root` and every process below it, from the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _rss_pages(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            return int(handle.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0  # gone meanwhile
 
 
 class SimulatedServer:
@@ -125,7 +194,8 @@ def run_bench(
             )
             if server:
                 server.reset()
-            report = ingest(paths, settings, progress=progress)
+            with RssSampler(exclude={server.process.pid} if server else set()) as memory:
+                report = ingest(paths, settings, progress=progress)
             stats = server.stats() if server else None
         finally:
             if server:
@@ -142,4 +212,5 @@ def run_bench(
         stage_wall_seconds={"parse+chunk": round(report.stages.prepare_wall, 2),
                             "embed (summed over requests)": round(report.stages.embed_wall, 2),
                             "store": round(report.stages.store_wall, 2)},
+        corpus_bytes=report.bytes, peak_rss_mb=memory.report(),
     )

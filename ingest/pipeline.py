@@ -87,6 +87,9 @@ class StageTimes:
         }
 
 
+_WRITE_BACKLOG = 128  # files; the writer takes up to 64 a write
+
+
 def _is_big(files: int, size: int) -> bool:
     """Worth worker processes (each costs a second or two to start and load a tokenizer)."""
     return files >= 32 or size >= 8 * 1024 * 1024
@@ -114,6 +117,7 @@ class IngestReport:
     seconds: float
     stats: EmbedStats
     stages: StageTimes = field(default_factory=StageTimes)
+    bytes: int = 0  # size of the files read (the unchanged ones are not)
 
     def of(self, status: Status) -> list[FileOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -141,6 +145,7 @@ class IngestReport:
             "pruned": len(self.of("pruned")),
             "chunks": self.chunks,
             "tokens": self.tokens,
+            "bytes": self.bytes,
             "requests": self.stats.requests,
             "retries": self.stats.retries,
             "in_flight": self.stats.in_flight,
@@ -277,7 +282,7 @@ async def ingest_async(
     run.stages.process_cpu = time.process_time() - cpu_started
     embedder.stats.in_flight = embedder.limits()
     return IngestReport(settings.collection, embedder.model, outcomes, time.perf_counter() - started,
-                        embedder.stats, run.stages)
+                        embedder.stats, run.stages, run.todo_bytes)
 
 
 class _Run:
@@ -291,10 +296,13 @@ class _Run:
         self.progress, self.pdf_password = progress, pdf_password
         self.outcomes: list[FileOutcome] = []
         self.sizes: dict[str, int] = {}
+        self.todo_bytes = 0
         self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
-        self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue()
+        # Files whose vectors are all back, waiting for the writer: bounded, so a store that falls behind
+        # holds the embedder back instead of letting vectors pile up in memory.
+        self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue(maxsize=_WRITE_BACKLOG)
         self.slots = Gate(embedder.in_flight_limit)
         self.ensured = False
         self.stages = StageTimes()
@@ -341,9 +349,9 @@ class _Run:
                 self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
             else:
                 todo.append((path, digest))
-        todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
-        self.progress.start(len(todo), todo_bytes)
-        self._open_pool(big and _is_big(len(todo), todo_bytes))
+        self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
+        self.progress.start(len(todo), self.todo_bytes)
+        self._open_pool(big and _is_big(len(todo), self.todo_bytes))
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
@@ -507,7 +515,7 @@ class _Run:
             items = [await self.writes.get()]
             # Files that completed meanwhile share the same Chroma calls (each costs ~20 ms of CPU
             # whatever its size), so the writer batches more exactly when it falls behind.
-            while not self.writes.empty() and len(items) < 64:
+            while not self.writes.empty() and len(items) < _WRITE_BACKLOG // 2:
                 items.append(self.writes.get_nowait())
             if items[-1] is None:  # the end mark is the last thing ever queued
                 finished = True

@@ -341,7 +341,7 @@ def bench_command(
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
         table = Table("measure", "value", box=None)
-        table.add_row("files (failed)", f"{result.files} ({result.failed})")
+        table.add_row("files (failed)", f"{result.files} ({result.failed}), {result.corpus_bytes / 1e6:,.1f} MB read")
         table.add_row("chunks / tokens", f"{result.chunks:,} / {result.tokens:,}")
         table.add_row("wall time", f"{result.seconds:.1f} s")
         table.add_row("end to end", f"{result.tokens_per_s:,} tokens/s, {result.chunks_per_s} chunks/s")
@@ -354,6 +354,8 @@ def bench_command(
             table.add_row(f"wall: {stage}", f"{seconds:.1f} s")
         for stage, seconds in result.cpu_seconds_per_1000_tokens.items():
             table.add_row(f"client CPU / 1k tokens: {stage}", f"{seconds * 1000:.2f} ms")
+        for what, mb in (result.peak_rss_mb or {}).items():
+            table.add_row(f"peak RSS: {what}", f"{mb:,.0f} MB")
         out.print(table)
     raise typer.Exit(0 if not result.failed else 1)
 

@@ -298,3 +298,44 @@ def test_store_process_refusing_another_model_ends_the_run(corpus, store, fake_s
     embedder = RemoteEmbedder([fake_server.url], "another-model", Instruction("none"), max_in_flight=3)
     with pytest.raises(ModelMismatchError, match="fake-embed.*another-model"):
         ingest([corpus / "en"], other, embedder=embedder, store_process=True)
+
+
+def test_a_slow_store_holds_the_embedder_back(corpus, store, fake_server, monkeypatch):
+    """Files whose vectors are all back wait for the writer in a bounded backlog, not in unbounded memory."""
+    import time as clock
+
+    import ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_WRITE_BACKLOG", 2)
+    real_write = KnowledgeBase.write_documents
+
+    def slow_write(self, writes):
+        clock.sleep(0.3)
+        return real_write(self, writes)
+
+    monkeypatch.setattr(KnowledgeBase, "write_documents", slow_write)
+
+    class Waiting:
+        """Files embedded in full but not yet stored, at their most."""
+
+        def __init__(self):
+            self.complete, self.stored, self.peak = set(), set(), 0
+
+        def file_progress(self, source, done, total):
+            if done == total:
+                self.complete.add(source)
+                self.peak = max(self.peak, len(self.complete - self.stored))
+
+        def file_done(self, outcome, size):
+            self.stored.add(outcome.source)
+
+        def start(self, *args): ...
+        def planned(self, *args): ...
+        def embedded(self, *args): ...
+
+    waiting = Waiting()
+    settings = fake_settings(fake_server, store, chunk_tokens=48, overlap=4)
+    report = ingest([corpus], settings, embedder=fake_embedder(fake_server), progress=waiting, store_process=False)
+    assert report.ok and KnowledgeBase.open(settings).count() == report.chunks
+    # The backlog (2), the write in progress (up to backlog/2 files) and the file whose put is waiting.
+    assert waiting.peak <= 2 + 1 + 1, waiting.peak
