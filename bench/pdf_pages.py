@@ -12,14 +12,14 @@ does); the wall time runs from the pool's first task to its last result, the poo
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
+from ingest.processes import process_pool
 
 
 @dataclass
@@ -80,8 +80,7 @@ def pdf_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def measure(paths: Sequence[str | Path], workers: int, on_file: Callable[[FilePages], None] | None = None) -> PagesRun:
     files = pdf_files(paths)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_warm) as pool:
+    with process_pool("kb-parse", workers, _warm) as pool:
         list(pool.map(_noop, range(workers)))  # processes started and imports done before the clock starts
         started = time.perf_counter()
         details = []

@@ -71,15 +71,15 @@ def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Pat
 
 
 class RssSampler:
-    """Peak resident memory of this process and its descendants (kb's parsing workers and store process),
-    sampled from /proc every `interval` seconds; `exclude` leaves out processes that are not kb's (the
-    simulated server). The sum counts shared pages once per process: it over-states, never under-states.
+    """Peak resident memory of this process and its descendants, by role: the pipeline's own process, its
+    parsing workers (`kb-parse`, summed) and its store process (`kb-store`), sampled from /proc every
+    `interval` seconds. `exclude` leaves out processes that are not kb's (the simulated server). Sums
+    count shared pages once per process: they over-state, never under-state.
     """
 
     def __init__(self, exclude: set[int] | None = None, interval: float = 0.2) -> None:
         self.exclude, self.interval = exclude or set(), interval
-        self.total = self.largest = 0
-        self.own = 0
+        self.peaks: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="kb-rss")
 
@@ -92,19 +92,33 @@ class RssSampler:
         self._thread.join()
 
     def report(self) -> dict[str, float]:
-        mb = 1024 * 1024
-        return {"all kb processes": round(self.total / mb, 1), "largest process": round(self.largest / mb, 1),
-                "main process": round(self.own / mb, 1)}
+        """Peak MB by role, and of all kb's processes together."""
+        return {role: round(size / (1024 * 1024), 1) for role, size in self.peaks.items()}
 
     def _run(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
+        me = os.getpid()
         while True:
-            sizes = {pid: _rss_pages(pid) * page for pid in _descendants(os.getpid()) - self.exclude}
-            self.total = max(self.total, sum(sizes.values()))
-            self.largest = max(self.largest, max(sizes.values(), default=0))
-            self.own = max(self.own, sizes.get(os.getpid(), 0))
+            roles: dict[str, int] = {}
+            for pid in _descendants(me) - self.exclude:
+                role = "pipeline process" if pid == me else _ROLES.get(_comm(pid), "helpers starting up")
+                roles[role] = roles.get(role, 0) + _rss_pages(pid) * page
+            roles["all kb processes"] = sum(roles.values())
+            for role, size in roles.items():
+                self.peaks[role] = max(self.peaks.get(role, 0), size)
             if self._stop.wait(self.interval):
                 return
+
+
+_ROLES = {"kb-parse": "parsing workers", "kb-store": "store process"}
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 def _descendants(root: int) -> set[int]:
@@ -180,6 +194,7 @@ def run_bench(
     model_size: str = "4b",
     dim: int | None = None,
     progress: Progress | None = None,
+    store_process: bool | None = None,
     **flags: object,
 ) -> BenchResult:
     """Ingest `paths` into a fresh temporary store and measure. `flags` are kb settings (batch_inputs, ...)."""
@@ -195,7 +210,7 @@ def run_bench(
             if server:
                 server.reset()
             with RssSampler(exclude={server.process.pid} if server else set()) as memory:
-                report = ingest(paths, settings, progress=progress)
+                report = ingest(paths, settings, progress=progress, store_process=store_process)
             stats = server.stats() if server else None
         finally:
             if server:

@@ -91,7 +91,10 @@ class Simulator:
         self.stats = Stats()
         from ingest.tokens import qwen3_counter
 
-        self._tokenizer = qwen3_counter()._tok
+        # A real server tokenises on its own host; here its CPU is the client's, so it counts with the
+        # same ids from the cheaper engine (ingest.tokens._TiktokenTwin).
+        self._counter = qwen3_counter()
+        self._tokenizer = self._counter._tok
 
     @property
     def capacity(self) -> float:
@@ -99,7 +102,7 @@ class Simulator:
         return self.step_tokens / (self.c0 + self.c1 * self.step_tokens)
 
     def count(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) + 1 for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
+        return [self._counter.count(text) for text in texts]
 
     def encode(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
         """Token ids as Qwen3-Embedding's tokenizer gives them: `<|endoftext|>` appended unless told not to."""

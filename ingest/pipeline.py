@@ -9,10 +9,9 @@ touching the model. A file that fails is reported with its reason and the run go
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -25,6 +24,7 @@ from .errors import EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
+from .processes import process_pool
 from .settings import Settings
 from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, now
 from .tokens import resolve_counter
@@ -379,10 +379,7 @@ class _Run:
         wanted = self.settings.workers or min(os.cpu_count() or 1, 4)
         if wanted > 1 and (self.settings.workers > 1 or big):
             self.processes = wanted
-            self.pool = ProcessPoolExecutor(
-                max_workers=wanted, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.spec,),
-            )
+            self.pool = process_pool("kb-parse", wanted, _init_worker, (self.spec,))
         else:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
         self.stages.prepare_in_workers = bool(self.processes)

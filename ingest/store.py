@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -24,6 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .errors import ModelMismatchError, StoreError
+from .processes import process_pool
 from .settings import Settings
 
 DOCS_SUFFIX = ".docs"
@@ -408,10 +407,7 @@ class StoreProcess:
         validate_name(settings.collection)
         self.name = settings.collection
         self.cpu = 0.0
-        self._pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_remember_settings, initargs=(settings,),
-        )
+        self._pool = process_pool("kb-store", 1, _remember_settings, (settings,))
 
     def _call(self, method: str, *args: Any) -> Any:
         try:

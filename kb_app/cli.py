@@ -414,7 +414,6 @@ def ui_command(
 ) -> None:
     """Start the browser UI (Streamlit): search, upload, library, settings."""
     import os
-    import subprocess
 
     try:
         settings = _settings(collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
@@ -439,10 +438,9 @@ def ui_command(
         "--client.toolbarMode", "minimal",
     ]
     err.print(f"kb UI on http://{host}:{port} (collection {settings.collection}); Ctrl-C to stop")
-    try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    sys.stderr.flush()
+    # Streamlit takes this process's place: a signal that stops `kb ui` stops the server, not just its parent.
+    os.execve(sys.executable, command, env)
 
 
 def main() -> None:

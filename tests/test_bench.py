@@ -87,3 +87,16 @@ def test_stage_accounting_adds_up():
     assert cpu["parse"] > 0 and cpu["chunk+tokenise"] > 0 and cpu["store"] > 0
     assert cpu["parse"] + cpu["chunk+tokenise"] + cpu["store"] <= cpu["total"] + 1e-4
     assert all(v > 0 for v in result.stage_wall_seconds.values())
+
+
+def test_memory_is_reported_by_process_role():
+    """A big run's helpers are named (kb-parse, kb-store) and their memory is counted apart from the server's."""
+    result = run_bench([DATA], dim=16, workers=2, store_process=True)
+    assert result.failed == 0
+    rss = result.peak_rss_mb
+    assert {"pipeline process", "parsing workers", "store process", "all kb processes"} <= set(rss)
+    assert all(rss[role] > 20 for role in ("pipeline process", "parsing workers", "store process"))
+    assert rss["all kb processes"] >= rss["pipeline process"] + rss["store process"] - 1
+    from ingest.loaders import discover
+
+    assert result.corpus_bytes == sum(p.stat().st_size for p in discover([DATA])[0])

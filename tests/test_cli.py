@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import DATA
@@ -125,3 +126,6 @@ def test_kb_ui_serves_the_app_on_loopback(tmp_path):
         assert "kb UI on http://127.0.0.1:" in log.read_text()
     finally:
         _stop(process)
+    # Stopping `kb ui` stops the server itself, not only a parent that would leave it running.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)

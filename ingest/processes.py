@@ -1,0 +1,39 @@
+"""kb's helper processes: parsing workers and the store process, spawned and named.
+
+Spawned, not forked: a fork of a process with an event loop, HTTP connections and Chroma's native
+threads inherits their locks in whatever state they were. Named (`kb-parse`, `kb-store`, what `top` and
+`ps -o comm` show) so a user, and `kb bench`'s memory figures, can tell them apart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable
+
+_PR_SET_NAME = 15  # prctl(2)
+
+
+def name_this_process(name: str) -> None:
+    """Set this process's name as the kernel shows it (Linux; elsewhere nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _start(name: str, initializer: Callable[..., None] | None, args: tuple) -> None:
+    name_this_process(name)
+    if initializer is not None:
+        initializer(*args)
+
+
+def process_pool(name: str, workers: int, initializer: Callable[..., None] | None = None,
+                 initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+    """A pool of `workers` spawned processes called `name`, each running `initializer(*initargs)` first."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start, initargs=(name, initializer, initargs))
