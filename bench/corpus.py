@@ -15,6 +15,8 @@ Corpora (sizes measured on Debian 12 with kb's defaults, Qwen3 tokenizer, 512-to
 - `python-library`: the 317 HTML pages of the Python 3.11 `library/` folder (4,044 chunks, 1.66M tokens).
 - `pdf`: the R manuals (r-doc-pdf) and the LaTeX package manuals of texlive-latex-recommended-doc:
   164 PDFs, ~11,600 pages.
+- `large`: the package manuals of texlive-latex-extra-doc and texlive-pstricks-doc, for memory: 3,890 files
+  (3,161 PDFs, the rest Markdown, text and HTML), 1.03 GB.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ CORPORA: dict[str, list[tuple[str, str]]] = {
     "pdf": [
         ("r-doc-pdf", "usr/share/R/doc/manual"),
         ("texlive-latex-recommended-doc", "usr/share/doc/texlive-doc"),
+    ],
+    "large": [
+        ("texlive-latex-extra-doc", "usr/share/doc/texlive-doc"),
+        ("texlive-pstricks-doc", "usr/share/doc/texlive-doc"),
     ],
 }
 

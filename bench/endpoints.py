@@ -54,6 +54,7 @@ def run_endpoints(paths: Sequence[str | Path], counts: Sequence[int] = (1, 4), m
                 "in_flight": [report.stats.in_flight.get(s.url, {}) for s in used],
                 "retries": report.stats.retries,
                 "cpu_seconds_per_1000_tokens": report.stages.per_thousand_tokens(report.tokens),
+                "client_cores_busy": round(report.stages.total_cpu / report.seconds, 2),
             })
     base = rows[0]["tokens_per_s"]
     for row in rows:
@@ -77,17 +78,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    print_rows(rows)
+
+
+def print_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table("endpoints", "tokens/s", "scaling", "share of capacity", "tokens per endpoint", "in flight (peak)",
-                  title="Throughput")
+                  "client cores busy", title="Throughput")
     cpu_table = Table("endpoints", *STAGES, title="Client CPU ms per 1,000 tokens")
     for row in rows:
         table.add_row(
             str(row["endpoints"]), f"{row['tokens_per_s']:,}", f"{row['scaling']:.2f}x", f"{row['share_of_capacity']:.1%}",
             " / ".join(f"{t:,}" for t in row["tokens_per_endpoint"]),
             " / ".join(str(limit.get("peak", "-")) for limit in row["in_flight"]),
+            f"{row['client_cores_busy']:.2f}",
         )
         cpu = row["cpu_seconds_per_1000_tokens"]
         cpu_table.add_row(str(row["endpoints"]), *(f"{cpu[stage] * 1000:.1f}" for stage in STAGES))

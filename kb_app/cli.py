@@ -284,12 +284,15 @@ def status_command(
 def bench_command(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Corpus: files or folders")] = None,
     corpus: Annotated[Optional[str], typer.Option(
-        help="A real corpus fetched from Debian's archive into ~/.cache/kb/bench: docs, python-library or pdf")] = None,
+        help="A real corpus fetched from Debian's archive into ~/.cache/kb/bench: docs, python-library, pdf or large")] = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="kb vs a LangChain pipeline and the deployment-guide recipe, same simulated server")] = False,
     repeat: Annotated[int, typer.Option(help="With --compare: rounds, order rotated, medians reported", min=1)] = 1,
     pdf_pages: Annotated[bool, typer.Option(
         "--pdf-pages", help="Pages/s parsing the PDFs through kb's loader, with 1 and 2 processes (or --workers)")] = False,
+    simulated_endpoints: Annotated[Optional[str], typer.Option(
+        help="Compare endpoint counts side by side, e.g. 1,4: that many simulated servers, one run each")] = None,
+    speed: Annotated[float, typer.Option(help="Multiply each simulated GPU's speed (e.g. 0.25)", min=0.01)] = 1.0,
     endpoint: Annotated[Optional[str], typer.Option(help="A real server to measure instead of the simulator")] = None,
     model: Model = None,
     model_size: Annotated[str, typer.Option(help="Simulated Qwen3-Embedding size: 0.6b, 4b or 8b")] = "4b",
@@ -307,8 +310,16 @@ def bench_command(
         _fail("--model-size must be 0.6b, 4b or 8b")
     if endpoint and not model:
         _fail("with --endpoint, name the served model with --model")
-    if compare and pdf_pages:
-        _fail("--compare and --pdf-pages are separate benchmarks: pick one")
+    if sum(map(bool, (compare, pdf_pages, simulated_endpoints))) > 1:
+        _fail("--compare, --pdf-pages and --simulated-endpoints are separate benchmarks: pick one")
+    counts: list[int] = []
+    if simulated_endpoints:
+        try:
+            counts = [int(c) for c in simulated_endpoints.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1 or endpoint:
+            _fail("--simulated-endpoints takes counts like 1,4 (and no --endpoint)")
     paths = list(paths or [])
     if corpus:
         from bench.corpus import CorpusError, fetch
@@ -319,9 +330,12 @@ def bench_command(
         except CorpusError as exc:
             _fail(str(exc))
     if not paths:
-        _fail("give corpus paths, or --corpus docs|python-library|pdf")
+        _fail("give corpus paths, or --corpus docs|python-library|pdf|large")
     if pdf_pages:
         _bench_pdf_pages(paths, [workers] if workers else [1, 2], as_json)
+        return
+    if counts:
+        _bench_endpoints(paths, counts, model_size, speed, dim, workers, as_json)
         return
     if compare:
         if endpoint or batch_inputs or batch_tokens or max_in_flight or workers is not None:
@@ -381,6 +395,20 @@ def _bench_compare(paths: list[Path], corpus: str | None, repeat: int, model_siz
     out.print(stage_table(result))
     for name, ratio in result.ratios.items():
         out.print(f"{name}: [bold]{ratio:.2f}x[/]")
+
+
+def _bench_endpoints(paths: list[Path], counts: list[int], model_size: str, speed: float, dim: int | None,
+                     workers: int | None, as_json: bool) -> None:
+    from bench.endpoints import print_rows, run_endpoints
+
+    flags = {"workers": workers} if workers is not None else {}
+    with err.status(f"ingesting once per endpoint count: {', '.join(map(str, counts))}"):
+        rows = run_endpoints(paths, counts, model_size, speed, dim, **flags)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        print_rows(rows)
+    raise typer.Exit(1 if any(row["failed"] for row in rows) else 0)
 
 
 def _bench_pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> None:

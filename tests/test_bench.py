@@ -100,3 +100,21 @@ def test_memory_is_reported_by_process_role():
     from ingest.loaders import discover
 
     assert result.corpus_bytes == sum(p.stat().st_size for p in discover([DATA])[0])
+
+
+def test_kb_bench_simulated_endpoints_spreads_the_work(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kb = str(Path(sys.executable).parent / "kb")
+    done = subprocess.run([kb, "bench", str(DATA), "--simulated-endpoints", "1,2", "--dim", "16", "--json"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    one, two = json.loads(done.stdout)
+    assert (one["endpoints"], two["endpoints"]) == (1, 2)
+    assert one["failed"] == two["failed"] == 0 and one["chunks"] == two["chunks"] > 8
+    # Every token is served once, whichever endpoint took it, and both endpoints took a share.
+    assert one["tokens_served"] == two["tokens_served"] == two["tokens"]
+    assert sum(two["tokens_per_endpoint"]) == two["tokens_served"] and min(two["tokens_per_endpoint"]) > 0
+    assert two["client_cores_busy"] > 0 and set(two["cpu_seconds_per_1000_tokens"]) >= {"parse", "store", "total"}
