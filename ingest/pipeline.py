@@ -320,18 +320,17 @@ class _Run:
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
-        big = _is_big(len(files), sum(_size(p) for p in files))
         if store_process is None:
-            store_process = big and not self.settings.chroma_url
+            store_process = _is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
         self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings)
         self.stages.store_in_process = store_process
         try:
-            return await self._go(files, big, prune, force)
+            return await self._go(files, prune, force)
         finally:
             if isinstance(self.kb, StoreProcess):
                 self.kb.close()
 
-    async def _go(self, files: list[Path], big: bool, prune: bool, force: bool) -> list[FileOutcome]:
+    async def _go(self, files: list[Path], prune: bool, force: bool) -> list[FileOutcome]:
         assert self.kb is not None
         embedder = self.embedder
         await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions, embedder.instruction.name)
@@ -351,7 +350,7 @@ class _Run:
                 todo.append((path, digest))
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
-        self._open_pool(big and _is_big(len(todo), self.todo_bytes))
+        self._open_pool(_is_big(len(todo), self.todo_bytes))
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
