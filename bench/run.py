@@ -8,6 +8,7 @@ With --endpoint it measures a real server (client-side figures only).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -77,8 +78,10 @@ class RssSampler:
     count shared pages once per process: they over-state, never under-state.
     """
 
-    def __init__(self, exclude: set[int] | None = None, interval: float = 0.2) -> None:
+    def __init__(self, exclude: set[int] | None = None, interval: float = 0.2,
+                 apart: dict[int, str] | None = None) -> None:
         self.exclude, self.interval = exclude or set(), interval
+        self.apart = apart or {}  # other programs kb talks to, reported by name but not counted as kb's
         self.peaks: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="kb-rss")
@@ -100,10 +103,12 @@ class RssSampler:
         me = os.getpid()
         while True:
             roles: dict[str, int] = {}
-            for pid in _descendants(me) - self.exclude:
+            for pid in _descendants(me) - self.exclude - set(self.apart):
                 role = "pipeline process" if pid == me else _ROLES.get(_comm(pid), "helpers starting up")
                 roles[role] = roles.get(role, 0) + _rss_pages(pid) * page
             roles["all kb processes"] = sum(roles.values())
+            for pid, name in self.apart.items():
+                roles[name] = _rss_pages(pid) * page
             for role, size in roles.items():
                 self.peaks[role] = max(self.peaks.get(role, 0), size)
             if self._stop.wait(self.interval):
@@ -186,6 +191,37 @@ class SimulatedServer:
         self.close()
 
 
+class ChromaServer:
+    """A real `chroma run` server with its own data folder, on a free loopback port."""
+
+    def __init__(self, path: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log, "w")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"{self.url}/api/v2/heartbeat", self.process, log=log)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+    def __enter__(self) -> ChromaServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_bench(
     paths: Sequence[str | Path],
     *,
@@ -195,26 +231,32 @@ def run_bench(
     dim: int | None = None,
     progress: Progress | None = None,
     store_process: bool | None = None,
+    chroma_server: bool = False,
     **flags: object,
 ) -> BenchResult:
-    """Ingest `paths` into a fresh temporary store and measure. `flags` are kb settings (batch_inputs, ...)."""
-    with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch:
-        server = None if endpoint else SimulatedServer(model_size, dim, Path(scratch) / "simserver.log")
-        try:
-            url = endpoint or server.url  # type: ignore[union-attr]
-            served = model or (server.model if server else None)
-            settings = load_settings(
-                endpoint=[url], model=served, chroma_path=Path(scratch) / "chroma", collection="bench",
-                tokenizer=flags.pop("tokenizer", None) or ("qwen3" if server else None), **flags,
-            )
-            if server:
-                server.reset()
-            with RssSampler(exclude={server.process.pid} if server else set()) as memory:
-                report = ingest(paths, settings, progress=progress, store_process=store_process)
-            stats = server.stats() if server else None
-        finally:
-            if server:
-                server.close()
+    """Ingest `paths` into a fresh temporary store and measure. `flags` are kb settings (batch_inputs, ...).
+    `chroma_server`: into a `chroma run` server started here (its memory reported apart from kb's)."""
+    with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch, contextlib.ExitStack() as running:
+        server = None
+        if not endpoint:
+            server = running.enter_context(SimulatedServer(model_size, dim, Path(scratch) / "simserver.log"))
+        chroma = None
+        if chroma_server:
+            (Path(scratch) / "chroma-server").mkdir()
+            chroma = running.enter_context(ChromaServer(Path(scratch) / "chroma-server", Path(scratch) / "chroma.log"))
+        url = endpoint or server.url  # type: ignore[union-attr]
+        served = model or (server.model if server else None)
+        settings = load_settings(
+            endpoint=[url], model=served, collection="bench",
+            **({"chroma_url": chroma.url} if chroma else {"chroma_path": Path(scratch) / "chroma"}),
+            tokenizer=flags.pop("tokenizer", None) or ("qwen3" if server else None), **flags,
+        )
+        if server:
+            server.reset()
+        apart = {chroma.process.pid: "Chroma server (not kb's)"} if chroma else {}
+        with RssSampler(exclude={server.process.pid} if server else set(), apart=apart) as memory:
+            report = ingest(paths, settings, progress=progress, store_process=store_process)
+        stats = server.stats() if server else None
     share = None
     if stats:
         share = round(stats["tokens"] / (report.seconds * stats["capacity_tokens_per_s"]), 4)

@@ -94,7 +94,6 @@ class Simulator:
         # A real server tokenises on its own host; here its CPU is the client's, so it counts with the
         # same ids from the cheaper engine (ingest.tokens._TiktokenTwin).
         self._counter = qwen3_counter()
-        self._tokenizer = self._counter._tok
 
     @property
     def capacity(self) -> float:
@@ -106,8 +105,7 @@ class Simulator:
 
     def encode(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
         """Token ids as Qwen3-Embedding's tokenizer gives them: `<|endoftext|>` appended unless told not to."""
-        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
-        return [e.ids + [ENDOFTEXT_ID] if add_special_tokens else e.ids for e in encoded]
+        return [self._counter.ids(text) + ([ENDOFTEXT_ID] if add_special_tokens else []) for text in texts]
 
     def check_dimensions(self, dimensions: int | None) -> None:
         """SGLang's `_validate_for_matryoshka_dim`, in its order and words."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -297,7 +299,47 @@ def _html_to_text(html: str) -> tuple[str | None, str]:
     return title or None, text
 
 
+class _PypdfMessages(logging.Handler):
+    """pypdf's warnings while this thread reads one file, to report them with the file's name.
+
+    pypdf logs what it repairs or skips ("Object 632 0 not defined.", "incorrect startxref pointer")
+    without saying which file; left alone they scroll past by the thousand on a real PDF corpus.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _PypdfMessages:
+        logger = logging.getLogger("pypdf")
+        logger.addHandler(self)
+        logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("pypdf").removeHandler(self)
+
+    def summary(self) -> str | None:
+        if not self.messages:
+            return None
+        first = self.messages[0] if len(self.messages[0]) <= 120 else self.messages[0][:117] + "..."
+        return f"pypdf reported {len(self.messages)} problem(s) it worked around (first: {first})"
+
+
 def _load_pdf(source: str, data: bytes, digest: str, password: str | None) -> LoadedFile:
+    with _PypdfMessages() as messages:
+        loaded = _read_pdf(source, data, digest, password)
+    if messages.summary():
+        loaded.warnings.append(messages.summary())
+    return loaded
+
+
+def _read_pdf(source: str, data: bytes, digest: str, password: str | None) -> LoadedFile:
     import io
 
     from pypdf import PdfReader

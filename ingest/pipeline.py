@@ -24,7 +24,7 @@ from .errors import EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
-from .processes import process_pool
+from .processes import give_back_memory, process_pool
 from .settings import Settings
 from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, now
 from .tokens import resolve_counter
@@ -87,7 +87,44 @@ class StageTimes:
         }
 
 
-_WRITE_BACKLOG = 128  # files; the writer takes up to 64 a write
+_WRITE_BACKLOG = 4096  # chunks (~42 MB of vectors at 2,560-d); the writer takes up to half a write
+
+
+class _Backlog:
+    """Files whose vectors are all back, waiting for the writer, bounded in chunks: a store that falls
+    behind holds the embedder back instead of letting vectors pile up in memory. Counted in chunks, not
+    files: one PDF can bring thousands. A file bigger than the bound goes in alone. Chunks count until
+    they are stored, so the write in progress is inside the bound too."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.chunks = limit, 0
+        self.items: list[_InFlight | None] = []
+        self.changed = asyncio.Condition()
+
+    async def put(self, item: _InFlight | None) -> None:
+        size = len(item.pieces) if item else 0
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.chunks == 0 or self.chunks + size <= self.limit)
+            self.chunks += size
+            self.items.append(item)
+            self.changed.notify_all()
+
+    async def take(self) -> list[_InFlight | None]:
+        """The oldest file, and those after it up to half the bound (files completed meanwhile share the
+        same Chroma calls, each costing ~20 ms of CPU whatever its size)."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.items)
+            taken, size = [self.items.pop(0)], 0
+            while self.items and size + (len(self.items[0].pieces) if self.items[0] else 0) <= self.limit // 2:
+                item = self.items.pop(0)
+                size += len(item.pieces) if item else 0
+                taken.append(item)
+            return taken
+
+    async def stored(self, items: list[_InFlight]) -> None:
+        async with self.changed:
+            self.chunks -= sum(len(item.pieces) for item in items)
+            self.changed.notify_all()
 
 
 def _is_big(files: int, size: int) -> bool:
@@ -231,7 +268,10 @@ def _init_worker(spec: ChunkerSpec) -> None:
 
 def _prepare_in_worker(path: Path, sha256: str, pdf_password: str | None):  # noqa: ANN202
     assert _worker_chunker is not None
-    return _timed(prepare, path, sha256, _worker_chunker, pdf_password)
+    try:
+        return _timed(prepare, path, sha256, _worker_chunker, pdf_password)
+    finally:
+        give_back_memory()
 
 
 def ingest(
@@ -300,9 +340,7 @@ class _Run:
         self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
-        # Files whose vectors are all back, waiting for the writer: bounded, so a store that falls behind
-        # holds the embedder back instead of letting vectors pile up in memory.
-        self.writes: asyncio.Queue[_InFlight | None] = asyncio.Queue(maxsize=_WRITE_BACKLOG)
+        self.writes = _Backlog(_WRITE_BACKLOG)
         self.slots = Gate(embedder.in_flight_limit)
         self.ensured = False
         self.stages = StageTimes()
@@ -508,19 +546,17 @@ class _Run:
     async def _write(self) -> None:
         finished = False
         while not finished:
-            items = [await self.writes.get()]
-            # Files that completed meanwhile share the same Chroma calls (each costs ~20 ms of CPU
-            # whatever its size), so the writer batches more exactly when it falls behind.
-            while not self.writes.empty() and len(items) < _WRITE_BACKLOG // 2:
-                items.append(self.writes.get_nowait())
+            items = await self.writes.take()
             if items[-1] is None:  # the end mark is the last thing ever queued
                 finished = True
                 items.pop()
+            files = [item for item in items if item is not None]
             # A file without chunks needs only its record; the chunk collection waits for a known dimension.
-            if any(item.pieces for item in items):
+            if any(item.pieces for item in files):
                 await self._ensure()
-            if items:
-                await self._store(items)
+            if files:
+                await self._store(files)
+                await self.writes.stored(files)
 
     async def _ensure(self) -> None:
         if self.ensured:

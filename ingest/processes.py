@@ -26,6 +26,20 @@ def name_this_process(name: str) -> None:
         pass
 
 
+def give_back_memory() -> None:
+    """Return freed heap pages to the system (glibc's malloc_trim; elsewhere nothing happens).
+
+    A worker that has just parsed a big PDF keeps its peak heap otherwise: CPython frees the objects
+    but glibc keeps the pages, so every worker would sit at the size of the biggest file it ever read.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        pass
+
+
 def _start(name: str, initializer: Callable[..., None] | None, args: tuple) -> None:
     name_this_process(name)
     if initializer is not None:

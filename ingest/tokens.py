@@ -48,20 +48,34 @@ class HFTokenCounter:
     """
 
     def __init__(self, path: str | Path, appended: int = 0, name: str | None = None) -> None:
-        from tokenizers import Tokenizer
-
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
         if not path.is_file():
             raise ConfigError(f"tokenizer file {path} does not exist")
-        self._tok = Tokenizer.from_file(str(path))
-        self._tok.no_truncation()
+        self._path = path
+        tok = self._load()
         self._appended = appended
         # What the post-processor adds to every text (CLS/SEP and the like; none for byte-level BPE).
-        self._added = len(self._tok.encode("", add_special_tokens=True).ids)
-        self._twin = _TiktokenTwin.of(path, self._tok)
+        self._added = len(tok.encode("", add_special_tokens=True).ids)
+        self._twin = _TiktokenTwin.of(path, tok)
+        # With a twin, `tokenizers` is only the fallback for rare texts: loaded again when one comes, since
+        # it holds ~100 MB (Qwen3) in every process that counts (the pipeline and each parsing worker).
+        self._tok = None if self._twin is not None else tok
         self.name = name or f"tokenizer.json:{path}"
+
+    def _load(self):  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self._path))
+        tok.no_truncation()
+        return tok
+
+    @property
+    def _hf(self):  # noqa: ANN202
+        if self._tok is None:
+            self._tok = self._load()
+        return self._tok
 
     def ids(self, text: str) -> list[int]:
         """Token ids of `text` alone, without the post-processor's special tokens."""
@@ -69,7 +83,7 @@ class HFTokenCounter:
             ids = self._twin.ids(text)
             if ids is not None:
                 return ids
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self._hf.encode(text, add_special_tokens=False).ids
 
     def count(self, text: str) -> int:
         return len(self.ids(text)) + self._added + self._appended
@@ -83,7 +97,7 @@ class HFTokenCounter:
             starts = self._twin.starts(text)
             if starts is not None:
                 return starts
-        return [start for start, _ in self._tok.encode(text, add_special_tokens=False).offsets]
+        return [start for start, _ in self._hf.encode(text, add_special_tokens=False).offsets]
 
     def tail_start(self, text: str, tokens: int) -> int:
         """Where the last `tokens` tokens of `text` begin (from one encoding's offsets)."""

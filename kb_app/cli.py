@@ -301,6 +301,8 @@ def bench_command(
     batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(help="Requests in flight per endpoint [8]")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
+    chroma_server: Annotated[bool, typer.Option(
+        "--chroma-server", help="Store into a `chroma run` server started for the run (its memory shown apart)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout")] = False,
 ) -> None:
     """Measure ingestion throughput against a simulated GPU server (or a real one), into a scratch store."""
@@ -347,7 +349,7 @@ def bench_command(
     try:
         with RichProgress(err) as progress:
             result = run_bench(paths, endpoint=endpoint, model=model, model_size=model_size, dim=dim,
-                               progress=progress, **flags)
+                               progress=progress, chroma_server=chroma_server, **flags)
     except KbError as exc:
         _fail(str(exc))
         return

