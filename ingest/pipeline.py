@@ -87,7 +87,7 @@ class StageTimes:
         }
 
 
-_WRITE_BACKLOG = 4096  # chunks (~42 MB of vectors at 2,560-d); the writer takes up to half a write
+_WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
 
 
 class _Backlog:

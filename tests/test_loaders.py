@@ -146,3 +146,31 @@ def test_what_pypdf_repairs_is_reported_with_the_file_not_printed(tmp_path, capf
     assert len(loaded.documents) == len(load(DATA / "en" / "volcanoes.pdf").documents)
     assert any(w.startswith("pypdf reported") and "startxref" in w for w in loaded.warnings), loaded.warnings
     assert "startxref" not in capfd.readouterr().err
+
+
+def test_line_art_is_stripped_before_text_extraction_with_the_same_text(tmp_path):
+    """A page with a huge drawing (a map, a plot) gives the same text without pypdf parsing every path."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import DecodedStreamObject
+
+    from ingest.loaders import _drop_path_drawing
+
+    original = DATA / "en" / "volcanoes.pdf"
+    writer = PdfWriter(clone_from=original)
+    page = writer.pages[0]
+    drawing = b"".join(f"q 0.5 w {i % 500} {i % 700}.5 m -{i % 300} .{i % 200} l 1 2 3 4 5 6 c 0 0 10 10 re "
+                       f"7 8 9 1 v S Q\n".encode() for i in range(25_000))
+    content = DecodedStreamObject()
+    content.set_data(drawing + page.get_contents().get_data() + drawing)
+    page.replace_contents(content)
+    page.compress_content_streams()
+    drawn = tmp_path / "drawn.pdf"
+    writer.write(drawn)
+
+    reader = PdfReader(drawn)
+    before = len(reader.pages[0].get_contents().get_data())
+    assert before > 2_000_000
+    _drop_path_drawing(reader.pages[0])
+    after = reader.pages[0].get_contents().get_data()
+    assert len(after) < before // 4 and b"BT" in after and b" re " not in after and b" l " not in after
+    assert [d.text for d in load(drawn).documents] == [d.text for d in load(original).documents]
