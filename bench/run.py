@@ -15,9 +15,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Self, Sequence
 
 import httpx
 
@@ -42,6 +42,7 @@ class BenchResult:
     stage_wall_seconds: dict[str, float]
     corpus_bytes: int = 0  # of the files kb took
     peak_rss_mb: dict[str, float] | None = None  # kb's processes (see RssSampler)
+    failures: list[list[str]] = field(default_factory=list)  # [file, reason] for each file that failed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,7 +155,28 @@ def _rss_pages(pid: int) -> int:
         return 0  # gone meanwhile
 
 
-class SimulatedServer:
+class _ServerProcess:
+    """A server kb's benchmarks start as a child process, its output in a log file; stopped on exit."""
+
+    process: subprocess.Popen
+    _log: IO[str]
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SimulatedServer(_ServerProcess):
     """bench.simserver in a child process, on a free loopback port."""
 
     def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None,
@@ -176,22 +198,7 @@ class SimulatedServer:
     def stats(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
 
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-    def __enter__(self) -> SimulatedServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class ChromaServer:
+class ChromaServer(_ServerProcess):
     """A real `chroma run` server with its own data folder, on a free loopback port."""
 
     def __init__(self, path: Path, log: Path) -> None:
@@ -206,21 +213,6 @@ class ChromaServer:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-    def __enter__(self) -> ChromaServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def run_bench(
     paths: Sequence[str | Path],
@@ -270,4 +262,5 @@ def run_bench(
                             "embed (summed over requests)": round(report.stages.embed_wall, 2),
                             "store": round(report.stages.store_wall, 2)},
         corpus_bytes=report.bytes, peak_rss_mb=memory.report(),
+        failures=[[outcome.source, outcome.reason or ""] for outcome in report.of("failed")],
     )

@@ -372,6 +372,8 @@ def bench_command(
             table.add_row(f"client CPU / 1k tokens: {stage}", f"{seconds * 1000:.2f} ms")
         for what, mb in (result.peak_rss_mb or {}).items():
             table.add_row(f"peak RSS: {what}", f"{mb:,.0f} MB")
+        for source, reason in result.failures:
+            table.add_row("failed", escape(f"{source}: {reason}"))
         out.print(table)
     raise typer.Exit(0 if not result.failed else 1)
 

@@ -130,3 +130,12 @@ def test_kb_bench_simulated_endpoints_spreads_the_work(tmp_path):
     assert one["tokens_served"] == two["tokens_served"] == two["tokens"]
     assert sum(two["tokens_per_endpoint"]) == two["tokens_served"] and min(two["tokens_per_endpoint"]) > 0
     assert two["client_cores_busy"] > 0 and set(two["cpu_seconds_per_1000_tokens"]) >= {"parse", "store", "total"}
+
+
+def test_bench_names_the_files_that_failed(tmp_path):
+    (tmp_path / "good.txt").write_text("Volcanoes erupt when magma rises through the crust. " * 40)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7 this is not really a PDF")
+    result = run_bench([tmp_path], dim=16)
+    assert result.failed == 1 and result.chunks >= 1
+    [(source, reason)] = result.failures
+    assert source.endswith("broken.pdf") and "PDF" in reason
