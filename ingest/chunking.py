@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -63,21 +63,28 @@ class Chunker:
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
         self._format = format_document
-        overhead = counter.count(format_document(""))
-        self._overhead = overhead
         # How many tokens joining two texts can save (a word cut in two re-forms one token, or a few).
         self._slack = 16
         # Room for a piece on its own: the overlap prepended later must still fit.
         self._piece_budget = chunk_tokens - overlap
-        if self._piece_budget - overhead < 8:
-            raise ConfigError(
-                f"chunk_tokens={chunk_tokens} leaves no room for text after overlap={overlap} "
-                f"and {overhead} tokens of prefix and special tokens"
-            )
+        if self._piece_budget < 9:
+            raise ConfigError(f"chunk_tokens={chunk_tokens} leaves no room for text after overlap={overlap}")
         # The same spans are counted in several passes (langchain measures each split twice per level):
         # remember recent answers. Token counting is most of the chunking time.
         self._count = lru_cache(maxsize=4096)(counter.count)
         self._count_raw = lru_cache(maxsize=8192)(counter.count_raw)
+
+    @cached_property
+    def _overhead(self) -> int:
+        """Tokens every chunk carries besides its text (prefix, special tokens). Counted at the first text,
+        not at construction: a pipeline process whose workers do the chunking never loads a tokenizer."""
+        overhead = self.counter.count(self._format(""))
+        if self._piece_budget - overhead < 8:
+            raise ConfigError(
+                f"chunk_tokens={self.chunk_tokens} leaves no room for text after overlap={self.overlap} "
+                f"and {overhead} tokens of prefix and special tokens"
+            )
+        return overhead
 
     @property
     def signature(self) -> str:

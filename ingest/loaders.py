@@ -15,7 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, BinaryIO, Iterable
 
 from .errors import LoadError
 
@@ -162,6 +162,11 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
     if kind is None:
         raise LoadError(source, f"unsupported file type {path.suffix or '(none)'!r}")
     try:
+        if kind == "pdf":
+            # pypdf reads from the open file what it needs: a 60 MB PDF is not held in memory whole.
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                return _load_pdf(source, handle, size, sha256 or sha256_of(path), pdf_password)
         data = path.read_bytes()
     except IsADirectoryError:
         raise LoadError(source, "is a folder, not a file") from None
@@ -172,8 +177,6 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
     except OSError as exc:
         raise LoadError(source, f"cannot read: {exc.strerror or exc}") from None
     digest = sha256 or hashlib.sha256(data).hexdigest()
-    if kind == "pdf":
-        return _load_pdf(source, data, digest, pdf_password)
     text = _decode(source, data)
     if kind == "html":
         title, text = _html_to_text(text)
@@ -331,17 +334,22 @@ class _PypdfMessages(logging.Handler):
         return f"pypdf reported {len(self.messages)} problem(s) it worked around (first: {first})"
 
 
-def _load_pdf(source: str, data: bytes, digest: str, password: str | None) -> LoadedFile:
+def _load_pdf(source: str, stream: BinaryIO, size: int, digest: str, password: str | None) -> LoadedFile:
     with _PypdfMessages() as messages:
-        loaded = _read_pdf(source, data, digest, password)
-    if messages.summary():
-        loaded.warnings.append(messages.summary())
+        loaded = _read_pdf(source, stream, size, digest, password)
+    summary = messages.summary()
+    if summary:
+        loaded.warnings.append(summary)
     return loaded
 
 
-# A path-construction operator with its operands: "x y m", "x y l", "x1 y1 x2 y2 x3 y3 c", "x y w h re" ...
+# Drawing that text extraction never reads: path construction with its operands ("x y m", "x y l",
+# "x1 y1 x2 y2 x3 y3 c", "x y w h re" ...), colours ("r g b rg", "c m y k k", "g G"), and painting
+# operators ("f", "S", "n" ...) when alone on their line, where they cannot be letters of a text string.
 _PATH_OPERATION = re.compile(rb"(?<![^\s])(?:[-+\d.]+\s+){2}[ml]\s|(?<![^\s])(?:[-+\d.]+\s+){6}c\s"
-                             rb"|(?<![^\s])(?:[-+\d.]+\s+){4}(?:[vy]|re)\s")
+                             rb"|(?<![^\s])(?:[-+\d.]+\s+){4}(?:[vy]|re)\s"
+                             rb"|(?<![^\s])(?:(?:[-+\d.]+\s+){3}(?:rg|RG)|(?:[-+\d.]+\s+){4}[kK]|[-+\d.]+\s+[gG])\s"
+                             rb"|(?m:^[ \t]*(?:[fFSsn]|[fBb]\*|[Bb])[ \t]*\r?\n)")
 _BIG_CONTENT = 1 << 20  # bytes of decoded page content
 
 
@@ -375,20 +383,93 @@ def _drop_path_drawing(page) -> None:  # noqa: ANN001 - pypdf.PageObject
     page[NameObject("/Contents")] = lean
 
 
-def _read_pdf(source: str, data: bytes, digest: str, password: str | None) -> LoadedFile:
-    import io
+# pypdf keeps every object it has parsed for the reader's lifetime, decoded page contents included, and
+# pypdf 7 parses each object stream whole: memory grows with the document, not the page. kb clears
+# that cache once it holds this many objects (the next pages re-read only the fonts they share).
+_CACHED_OBJECTS = 10_000
+_INHERITED = ("/Resources", "/MediaBox", "/CropBox", "/Rotate")
 
-    from pypdf import PdfReader
+
+def _page_tree(reader) -> list[tuple[Any, dict[str, Any]]]:  # noqa: ANN001 - pypdf.PdfReader
+    """The pages in order, as (reference, attributes inherited from the tree), without pypdf's page list.
+
+    `reader.pages` resolves every page up front, and with them every object sharing their object
+    streams: a hyperref manual's link annotations (glossaries-extra-manual.pdf: 1,049 pages, 72,000
+    objects, 240 MB before the first page is read). This walk keeps references only, clearing the
+    cache as it goes. Raises on a tree it does not understand; the caller then uses pypdf's own list.
+    """
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    pages: list[tuple[Any, dict[str, Any]]] = []
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Any, dict[str, Any]]] = [(reader.trailer["/Root"].raw_get("/Pages"), {})]
+    while stack:
+        ref, inherited = stack.pop()
+        if isinstance(ref, IndirectObject):
+            if (ref.idnum, ref.generation) in seen or len(seen) > 1_000_000:
+                raise ValueError("page tree loops or is implausibly big")
+            seen.add((ref.idnum, ref.generation))
+        node = ref.get_object()
+        if not isinstance(node, DictionaryObject):
+            raise ValueError("page tree node is not a dictionary")
+        if node.get("/Type") == "/Pages" or (node.get("/Type") != "/Page" and "/Kids" in node):
+            inherited = {**inherited, **{name: node.raw_get(name) for name in _INHERITED if name in node}}
+            kids = node["/Kids"]
+            if not isinstance(kids, ArrayObject):
+                raise ValueError("/Kids is not an array")
+            stack.extend((kid, inherited) for kid in reversed(kids))
+        else:
+            pages.append((ref, inherited))
+        if len(reader.resolved_objects) > _CACHED_OBJECTS:
+            reader.resolved_objects.clear()
+    return pages
+
+
+def _page(reader, ref, inherited: dict[str, Any]):  # noqa: ANN001, ANN202 - pypdf types
+    from pypdf import PageObject
+    from pypdf.generic import IndirectObject, NameObject
+
+    page = PageObject(reader, ref if isinstance(ref, IndirectObject) else None)
+    if not isinstance(ref, IndirectObject):
+        page.update(ref)
+    for name, value in inherited.items():
+        if name not in page:
+            page[NameObject(name)] = value
+    return page
+
+
+def _forget(reader, page) -> None:  # noqa: ANN001 - pypdf types
+    """Drop a read page's content streams from pypdf's cache (they hold the decoded content, and no other
+    page uses them), and the whole cache once it is big."""
+    from pypdf.generic import ArrayObject, IndirectObject
+
+    raw = page.raw_get("/Contents") if "/Contents" in page else None
+    refs = [raw] if isinstance(raw, IndirectObject) else []
+    if refs and isinstance(target := reader.resolved_objects.get((raw.generation, raw.idnum)), ArrayObject):
+        refs += [part for part in target if isinstance(part, IndirectObject)]
+    for ref in refs:
+        reader.resolved_objects.pop((ref.generation, ref.idnum), None)
+    if len(reader.resolved_objects) > _CACHED_OBJECTS:
+        reader.resolved_objects.clear()
+
+
+def _read_pdf(source: str, stream: BinaryIO, size: int, digest: str, password: str | None) -> LoadedFile:
+    from pypdf import PageObject, PdfReader
     from pypdf.errors import PdfReadError
+    from pypdf.generic import NameObject
 
     try:
-        reader = PdfReader(io.BytesIO(data))
+        reader = PdfReader(stream)
         if reader.is_encrypted:
             # Many PDFs are "encrypted" with an empty user password and open fine.
             if not reader.decrypt(password or ""):
                 hint = "wrong --pdf-password" if password else "pass --pdf-password to open it"
                 raise LoadError(source, f"encrypted PDF: {hint}")
-        pages = len(reader.pages)
+        try:
+            tree = _page_tree(reader)
+        except Exception:  # an unusual or damaged tree: pypdf's own list copes with more
+            tree = [(page, {}) for page in reader.pages]
+        pages = len(tree)
     except LoadError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -403,13 +484,21 @@ def _read_pdf(source: str, data: bytes, digest: str, password: str | None) -> Lo
     title = (title or "").strip() or Path(source).stem
     documents: list[Document] = []
     failed_pages: list[int] = []
-    for number, page in enumerate(reader.pages, start=1):
+    for number, (ref, inherited) in enumerate(tree, start=1):
+        page = contents = None
         try:
+            page = ref if isinstance(ref, PageObject) else _page(reader, ref, inherited)
+            contents = page.raw_get("/Contents") if "/Contents" in page else None
             _drop_path_drawing(page)
             text = page.extract_text() or ""
         except Exception:
             failed_pages.append(number)
             continue
+        finally:
+            if page is not None:
+                if contents is not None:  # the original references (not the lean copy), for _forget
+                    page[NameObject("/Contents")] = contents
+                _forget(reader, page)
         text = text.replace("\x00", "").strip()
         if text:
             documents.append(Document(source, "pdf", title, digest, text, number, detect_language(text)))
@@ -420,4 +509,4 @@ def _read_pdf(source: str, data: bytes, digest: str, password: str | None) -> Lo
         warnings.append(f"pages {', '.join(map(str, failed_pages))} could not be read")
     if not documents:
         warnings.append("no text layer (scanned PDF?): nothing to index")
-    return LoadedFile(source, "pdf", title, digest, len(data), documents, pages, warnings)
+    return LoadedFile(source, "pdf", title, digest, size, documents, pages, warnings)

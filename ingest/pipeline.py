@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from .chunking import Chunk, Chunker
 from .embeddings import EmbedStats, Embedder, make_embedder
-from .errors import EmbeddingError, KbError, LoadError, StoreError
+from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
 from .instructions import Instruction
 from .loaders import Document, LoadedFile, discover, load, sha256_of
@@ -98,11 +99,15 @@ class _Backlog:
 
     def __init__(self, limit: int) -> None:
         self.limit, self.chunks = limit, 0
-        self.items: list[_InFlight | None] = []
+        self.items: deque[_InFlight | None] = deque()
         self.changed = asyncio.Condition()
 
+    @staticmethod
+    def _size(item: _InFlight | None) -> int:
+        return len(item.pieces) if item else 0  # None, the end mark, takes no room
+
     async def put(self, item: _InFlight | None) -> None:
-        size = len(item.pieces) if item else 0
+        size = self._size(item)
         async with self.changed:
             await self.changed.wait_for(lambda: self.chunks == 0 or self.chunks + size <= self.limit)
             self.chunks += size
@@ -114,16 +119,15 @@ class _Backlog:
         same Chroma calls, each costing ~20 ms of CPU whatever its size)."""
         async with self.changed:
             await self.changed.wait_for(lambda: self.items)
-            taken, size = [self.items.pop(0)], 0
-            while self.items and size + (len(self.items[0].pieces) if self.items[0] else 0) <= self.limit // 2:
-                item = self.items.pop(0)
-                size += len(item.pieces) if item else 0
-                taken.append(item)
+            taken, size = [self.items.popleft()], 0
+            while self.items and size + self._size(self.items[0]) <= self.limit // 2:
+                size += self._size(self.items[0])
+                taken.append(self.items.popleft())
             return taken
 
     async def stored(self, items: list[_InFlight]) -> None:
         async with self.changed:
-            self.chunks -= sum(len(item.pieces) for item in items)
+            self.chunks -= sum(self._size(item) for item in items)
             self.changed.notify_all()
 
 
@@ -445,6 +449,8 @@ class _Run:
             except LoadError as exc:
                 self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
                 return
+            except ConfigError:  # a tokenizer that cannot load fails every file alike: end the run with it
+                raise
             except Exception as exc:  # a parser bug or a crashed worker must not end the run: report it on the file
                 self._finish(FileOutcome(str(path), "failed", reason=f"{type(exc).__name__}: {exc}"))
                 return
@@ -557,6 +563,7 @@ class _Run:
             if files:
                 await self._store(files)
                 await self.writes.stored(files)
+                give_back_memory()  # the written vectors' pages, or this process keeps its peak for the run
 
     async def _ensure(self) -> None:
         if self.ensured:

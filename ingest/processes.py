@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.connection
+import os
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
@@ -40,8 +43,26 @@ def give_back_memory() -> None:
         pass
 
 
+def exit_with_parent() -> None:
+    """End this helper the moment the process that spawned it dies, even by `kill -9`.
+
+    Otherwise a store process would finish its write, and a parsing worker its file, after kb is gone:
+    writing into a store the next run may already be writing to.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(70)  # no clean-up: the parent's run is over, and whatever it wrote is whole or rolled back
+
+    threading.Thread(target=watch, name="kb-parent-watch", daemon=True).start()
+
+
 def _start(name: str, initializer: Callable[..., None] | None, args: tuple) -> None:
     name_this_process(name)
+    exit_with_parent()
     if initializer is not None:
         initializer(*args)
 

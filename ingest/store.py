@@ -147,6 +147,9 @@ def validate_name(name: str) -> None:
         )
 
 
+_FLOATS_PER_WRITE = 1 << 20  # vectors in one Chroma write: 4 MB as float32 (409 chunks at 2,560-d)
+
+
 class KnowledgeBase:
     """A named knowledge base in a Chroma store: its chunks, its documents, and what built them."""
 
@@ -293,7 +296,9 @@ class KnowledgeBase:
                 vectors = np.vstack([w.vectors for w in writes if w.ids]) if ids else None
                 texts = [t for w in writes for t in w.texts]
                 metadatas = [m for w in writes for m in w.metadatas]
-                step = self.max_batch
+                # Cut in calls of ~4 MB of vectors as well: a 3,000-chunk PDF in one call would be copied
+                # whole into Chroma's request (base64 and JSON for a server) at once.
+                step = max(1, min(self.max_batch, _FLOATS_PER_WRITE // vectors.shape[1])) if vectors is not None else 1
                 for start in range(0, len(ids), step):
                     end = start + step
                     self._chunks.upsert(ids=ids[start:end], embeddings=vectors[start:end],  # type: ignore[index]

@@ -8,6 +8,7 @@ be exact it over-counts, never under-counts.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -54,20 +55,36 @@ class HFTokenCounter:
         if not path.is_file():
             raise ConfigError(f"tokenizer file {path} does not exist")
         self._path = path
-        tok = self._load()
         self._appended = appended
-        # What the post-processor adds to every text (CLS/SEP and the like; none for byte-level BPE).
-        self._added = len(tok.encode("", add_special_tokens=True).ids)
-        self._twin = _TiktokenTwin.of(path, tok)
-        # With a twin, `tokenizers` is only the fallback for rare texts: loaded again when one comes, since
-        # it holds ~100 MB (Qwen3) in every process that counts (the pipeline and each parsing worker).
-        self._tok = None if self._twin is not None else tok
         self.name = name or f"tokenizer.json:{path}"
+        # Loaded at the first text, not here: a pipeline whose parsing workers do all the counting never
+        # needs one in its own process (~100 MB for Qwen3).
+        self._lock = threading.Lock()
+        self._twin: _TiktokenTwin | None = None
+        self._tok = None
+        self._added = -1
+
+    def _ready(self) -> None:
+        if self._added >= 0:
+            return
+        with self._lock:
+            if self._added >= 0:
+                return
+            tok = self._load()
+            self._twin = _TiktokenTwin.of(self._path, tok)
+            # With a twin, `tokenizers` is only the fallback for rare texts: loaded again when one comes,
+            # since it holds ~100 MB (Qwen3) in every process that counts.
+            self._tok = None if self._twin is not None else tok
+            # What the post-processor adds to every text (CLS/SEP and the like; none for byte-level BPE).
+            self._added = len(tok.encode("", add_special_tokens=True).ids)
 
     def _load(self):  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(self._path))
+        try:
+            tok = Tokenizer.from_file(str(self._path))
+        except Exception as exc:
+            raise ConfigError(f"tokenizer file {self._path} cannot be read: {exc}") from None
         tok.no_truncation()
         return tok
 
@@ -79,6 +96,7 @@ class HFTokenCounter:
 
     def ids(self, text: str) -> list[int]:
         """Token ids of `text` alone, without the post-processor's special tokens."""
+        self._ready()
         if self._twin is not None:
             ids = self._twin.ids(text)
             if ids is not None:
@@ -93,6 +111,7 @@ class HFTokenCounter:
 
     def token_starts(self, text: str) -> list[int]:
         """Character offset where each token of `text` starts (one encoding, for estimating spans)."""
+        self._ready()
         if self._twin is not None:
             starts = self._twin.starts(text)
             if starts is not None:
@@ -180,6 +199,9 @@ class _TiktokenTwin:
                                          mergeable_ranks=ranks, special_tokens=special)
         except Exception:  # a pattern tiktoken's regex engine does not take
             return None
+        # The Rust core has its own copy of the vocabulary; the Python one (~25 MB for Qwen3's 151k tokens,
+        # in every parsing process) serves only methods kb never calls (decoding, `encode_single_piece`).
+        encoding._mergeable_ranks = {}
         twin = cls(encoding, tokenizer.normalizer, lengths)
         if twin.ids(cls.PROBE) != tokenizer.encode(cls.PROBE, add_special_tokens=False).ids:
             return None

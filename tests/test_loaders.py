@@ -159,7 +159,8 @@ def test_line_art_is_stripped_before_text_extraction_with_the_same_text(tmp_path
     writer = PdfWriter(clone_from=original)
     page = writer.pages[0]
     drawing = b"".join(f"q 0.5 w {i % 500} {i % 700}.5 m -{i % 300} .{i % 200} l 1 2 3 4 5 6 c 0 0 10 10 re "
-                       f"7 8 9 1 v S Q\n".encode() for i in range(25_000))
+                       f"7 8 9 1 v S Q\n0 1 0.{i % 97} rg\n{i} 0 m 2 2 l\nf\n.5 g\n1 0 0 1 K\nn\n".encode()
+                       for i in range(25_000))
     content = DecodedStreamObject()
     content.set_data(drawing + page.get_contents().get_data() + drawing)
     page.replace_contents(content)
@@ -173,4 +174,50 @@ def test_line_art_is_stripped_before_text_extraction_with_the_same_text(tmp_path
     _drop_path_drawing(reader.pages[0])
     after = reader.pages[0].get_contents().get_data()
     assert len(after) < before // 4 and b"BT" in after and b" re " not in after and b" l " not in after
+    assert b" rg" not in after and b" K" not in after and b"\nf\n" not in after
     assert [d.text for d in load(drawn).documents] == [d.text for d in load(original).documents]
+
+
+def test_pdf_pages_are_read_with_pypdfs_cache_bounded(tmp_path, monkeypatch):
+    """pypdf parses object streams whole and keeps every object: listing a hyperref manual's pages loads
+    all its link annotations. kb walks the page tree itself and keeps the cache under a bound, with the
+    same text page by page (resources inherited from the tree included)."""
+    from pypdf import PdfReader
+
+    import ingest.loaders
+    from tests.pdfmaker import hyperref_pdf
+
+    path = tmp_path / "manual.pdf"
+    texts = hyperref_pdf(path, pages=60, links_per_page=40)
+    plain = PdfReader(path)
+    assert len(plain.pages) == 60 and len(plain.resolved_objects) > 2400  # what pypdf's own page list holds
+
+    monkeypatch.setattr(ingest.loaders, "_CACHED_OBJECTS", 300)
+    seen = []
+    forget = ingest.loaders._forget
+    monkeypatch.setattr(ingest.loaders, "_forget", lambda reader, page: (
+        seen.append(len(reader.resolved_objects)), forget(reader, page)))
+    loaded = load(path)
+    assert loaded.pages == 60 and not loaded.warnings
+    assert [d.text for d in loaded.documents] == texts == [p.extract_text() for p in plain.pages]
+    assert [d.page for d in loaded.documents] == list(range(1, 61))
+    assert len(seen) == 60 and max(seen) <= 300 + 100  # the bound, plus one object stream read whole
+
+
+def test_a_page_tree_kb_cannot_walk_falls_back_to_pypdfs_list(tmp_path):
+    """A null among /Kids stops kb's walk; pypdf's list skips it, and the pages are read all the same."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import NullObject
+
+    from ingest.loaders import _page_tree
+
+    original = DATA / "en" / "volcanoes.pdf"
+    writer = PdfWriter(clone_from=original)
+    writer._root_object["/Pages"].get_object()["/Kids"].insert(1, NullObject())
+    odd = tmp_path / "odd.pdf"
+    writer.write(odd)
+    with pytest.raises(ValueError):
+        _page_tree(PdfReader(odd))
+    loaded = load(odd)
+    assert [d.text for d in loaded.documents] == [d.text for d in load(original).documents]
+    assert loaded.pages == 2 and not loaded.warnings

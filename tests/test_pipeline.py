@@ -3,7 +3,7 @@ import pytest
 
 from ingest.chunking import Chunker
 from ingest.embeddings import RemoteEmbedder
-from ingest.errors import ModelMismatchError
+from ingest.errors import ConfigError, ModelMismatchError
 from ingest.instructions import Instruction
 from ingest.loaders import load
 from ingest.pipeline import ingest
@@ -47,6 +47,16 @@ def test_embedded_defaults_ingest_and_second_run_does_nothing(corpus, store):
     assert KnowledgeBase.open(settings).count() == first.chunks
     second = ingest([corpus], settings)
     assert len(second.of("unchanged")) == 8 and second.stats.requests == 0
+
+
+def test_a_tokenizer_that_cannot_load_ends_the_run_with_its_reason(corpus, store, fake_server, tmp_path):
+    """Not one failure per file: the same cause would fail them all, so the run stops and says it once."""
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    settings = fake_settings(fake_server, store, tokenizer=str(bad))
+    with pytest.raises(ConfigError, match="cannot be read"):
+        ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert KnowledgeBase.open(settings).count() == 0
 
 
 def test_faults_everywhere_every_chunk_stored_exactly_once(corpus, store, fake_server):

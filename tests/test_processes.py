@@ -1,0 +1,49 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from ingest.processes import give_back_memory, process_pool
+
+PARENT = textwrap.dedent("""
+    import os, sys, time
+    from ingest.processes import process_pool
+    pool = process_pool("kb-test", 2)
+    jobs = [pool.submit(time.sleep, 600) for _ in range(2)]  # both helpers busy, as in a long write
+    time.sleep(0.5)
+    print(" ".join(str(pid) for pid in pool._processes), flush=True)
+    time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_helpers_are_named_and_do_their_work():
+    with process_pool("kb-test", 1) as pool:
+        assert pool.submit(os.getpid).result() != os.getpid()
+        pid = pool.submit(os.getpid).result()
+        with open(f"/proc/{pid}/comm") as handle:
+            assert handle.read().strip() == "kb-test"
+        assert pool.submit(give_back_memory).result() is None
+
+
+def test_helpers_end_when_kb_is_killed_mid_task():
+    """kill -9 of kb must not leave a store process writing, or a worker parsing, behind it."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    helpers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(helpers) == 2 and all(_alive(pid) for pid in helpers)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed claim
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in helpers)
