@@ -180,8 +180,8 @@ class SimulatedServer(_ServerProcess):
     """bench.simserver in a child process, on a free loopback port."""
 
     def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None,
-                 speed: float = 1.0) -> None:
-        self.port = free_port()
+                 speed: float = 1.0, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size,
                    "--speed", str(speed)]

@@ -13,7 +13,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Callable
+from typing import Callable, Iterator
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
@@ -47,6 +47,25 @@ class Chunk:
     end: int
     text: str
     tokens: int
+
+
+_SEGMENT_CHARS = 1 << 20
+
+
+def _segments(text: str, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) spans of about `size` characters covering `text`, cut after a paragraph break, else a
+    line break, else a space, in the span's second half; a hard cut only where there is none."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            for separator in ("\n\n", "\n", " "):
+                at = text.rfind(separator, start + size // 2, end)
+                if at >= 0:
+                    end = at + len(separator)
+                    break
+        yield start, end
+        start = end
 
 
 class Chunker:
@@ -95,6 +114,18 @@ class Chunker:
         return self._count(self._format(text))
 
     def split(self, text: str) -> list[Chunk]:
+        """Chunks covering `text`. A huge text (a 50 MB log line, a minified page) is cut into segments of
+        about `_SEGMENT_CHARS` at a paragraph, line or space first: the whole-text token encoding and the
+        splitter's pieces would otherwise take ~50x the text's size in memory."""
+        if len(text) <= _SEGMENT_CHARS:
+            return self._split(text)
+        chunks: list[Chunk] = []
+        for offset, end in _segments(text, _SEGMENT_CHARS):
+            for chunk in self._split(text[offset:end]):
+                chunks.append(Chunk(len(chunks), chunk.start + offset, chunk.end + offset, chunk.text, chunk.tokens))
+        return chunks
+
+    def _split(self, text: str) -> list[Chunk]:
         starts = self._token_starts(text)
         pending = deque(self._pieces(text, starts))
         chunks: list[Chunk] = []

@@ -37,3 +37,7 @@ class StoreError(KbError):
 
 class ModelMismatchError(StoreError):
     """The collection was built with another model, dimension or instruction: vectors are never mixed."""
+
+
+class StoreBusyError(StoreError):
+    """Another process is writing to the same embedded store, and waiting for it was not wanted or ran out."""

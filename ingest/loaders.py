@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,17 +142,34 @@ def discover(
                     if name.startswith(".") or file_type_of(file) is None:
                         continue
                     if wanted(str(file.relative_to(path))):
-                        found.setdefault(str(file.resolve()), file.resolve())
+                        problem = _not_a_document(file)
+                        if problem:
+                            errors.append(LoadError(str(file), problem))
+                        else:
+                            found.setdefault(str(file.resolve()), file.resolve())
         elif path.is_file():
             if file_type_of(path) is None:
                 errors.append(LoadError(str(path), f"unsupported file type {path.suffix or '(none)'!r}"))
             elif wanted(path.name):
                 found.setdefault(str(path.resolve()), path.resolve())
-        elif path.is_symlink():
-            errors.append(LoadError(str(path), "broken symbolic link"))
+        elif path.is_symlink() or path.exists():
+            errors.append(LoadError(str(path), _not_a_document(path) or "cannot read"))
         else:
             errors.append(LoadError(str(path), "no such file or folder"))
     return list(found.values()), errors
+
+
+def _not_a_document(path: Path) -> str | None:
+    """Why `path` cannot be read as a file, or None. A pipe would block the run forever on its first read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "file disappeared before it could be read"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device): not read"
+    return None
 
 
 def load(path: str | Path, sha256: str | None = None, pdf_password: str | None = None) -> LoadedFile:
@@ -176,7 +194,10 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
         raise LoadError(source, "file disappeared before it could be read") from None
     except OSError as exc:
         raise LoadError(source, f"cannot read: {exc.strerror or exc}") from None
-    digest = sha256 or hashlib.sha256(data).hexdigest()
+    # The hash of the bytes read, not of what was there when the run listed the file: a file written to
+    # in between is recorded as the version whose text is stored.
+    digest = hashlib.sha256(data).hexdigest()
+    changed = ["changed while kb was reading it: the version read is stored"] if sha256 and sha256 != digest else []
     text = _decode(source, data)
     if kind == "html":
         title, text = _html_to_text(text)
@@ -184,7 +205,7 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
     else:
         title = _text_title(text, kind) or path.stem
     documents = [Document(source, kind, title, digest, text, None, detect_language(text))] if text.strip() else []
-    warnings = [] if documents else ["no text in file"]
+    warnings = changed + ([] if documents else ["no text in file"])
     return LoadedFile(source, kind, title, digest, len(data), documents, None, warnings)
 
 

@@ -24,6 +24,7 @@ from .embeddings import EmbedStats, Embedder, make_embedder
 from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
 from .instructions import Instruction
+from .lock import write_lock
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .processes import give_back_memory, process_pool
 from .settings import Settings
@@ -203,6 +204,7 @@ class Progress(Protocol):
     def embedded(self, chunks: int, tokens: int) -> None: ...
     def file_progress(self, source: str, done: int, total: int) -> None: ...
     def file_done(self, outcome: FileOutcome, size: int) -> None: ...
+    def waiting(self, message: str) -> None: ...
 
 
 class _Silent:
@@ -211,6 +213,7 @@ class _Silent:
     def embedded(self, chunks: int, tokens: int) -> None: ...
     def file_progress(self, source: str, done: int, total: int) -> None: ...
     def file_done(self, outcome: FileOutcome, size: int) -> None: ...
+    def waiting(self, message: str) -> None: ...
 
 
 @dataclass
@@ -301,6 +304,30 @@ def ingest(
     )
 
 
+def reembed(source: Settings, target: Settings, progress: Progress | None = None,
+            pdf_password: str | None = None) -> IngestReport:
+    """Build collection `target.collection` with `target`'s model from the files behind `source.collection`.
+
+    The files are read and chunked again (the new model's tokenizer bounds the chunks), and the source
+    collection is left exactly as it was: searches keep working on it until the new one is complete and
+    the user switches (`--collection`, `KB_COLLECTION`). Running it again resumes: files already in the
+    target are unchanged. Files gone from disk are reported as failed; their chunks stay in the source.
+    """
+    if (source.collection, source.chroma_url, source.chroma_path) == (target.collection, target.chroma_url,
+                                                                      target.chroma_path):
+        raise ConfigError("kb reembed needs a new collection name (--to): the old one is kept until the new one is done")
+    old = KnowledgeBase.open(source)
+    if not old.exists():
+        raise ConfigError(f"no collection {source.collection!r} to re-embed")
+    sources = sorted(old.documents())
+    present = [s for s in sources if os.path.exists(s)]
+    report = ingest(present, target, progress=progress, pdf_password=pdf_password)
+    for gone in sorted(set(sources) - set(present)):
+        report.outcomes.append(FileOutcome(gone, "failed", reason=f"file gone: cannot re-embed it (its chunks stay "
+                                                                   f"in {source.collection!r})"))
+    return report
+
+
 async def ingest_async(
     paths: Sequence[str | Path],
     settings: Settings,
@@ -339,6 +366,7 @@ class _Run:
         self.chunker = spec.build()  # this process's own: signatures, token counts, small runs
         self.progress, self.pdf_password = progress, pdf_password
         self.outcomes: list[FileOutcome] = []
+        self.records: dict[str, DocumentRecord] = {}  # what the store held when the run began
         self.sizes: dict[str, int] = {}
         self.todo_bytes = 0
         self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
@@ -364,19 +392,21 @@ class _Run:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
         if store_process is None:
             store_process = _is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
-        self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings)
-        self.stages.store_in_process = store_process
-        try:
-            return await self._go(files, prune, force)
-        finally:
-            if isinstance(self.kb, StoreProcess):
-                self.kb.close()
+        # Taken before the store is opened, so the records this run reads are the last writer's.
+        with write_lock(self.settings, waiting=getattr(self.progress, "waiting", None)):
+            self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings)
+            self.stages.store_in_process = store_process
+            try:
+                return await self._go(files, prune, force)
+            finally:
+                if isinstance(self.kb, StoreProcess):
+                    self.kb.close()
 
     async def _go(self, files: list[Path], prune: bool, force: bool) -> list[FileOutcome]:
         assert self.kb is not None
         embedder = self.embedder
         await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions, embedder.instruction.name)
-        records = await asyncio.to_thread(self.kb.documents)
+        self.records = records = await asyncio.to_thread(self.kb.documents)
         todo: list[tuple[Path, str]] = []
         for path in files:
             try:
@@ -633,7 +663,7 @@ class _Run:
             language=loaded.language,
         )
         vectors = np.vstack(item.vectors) if ids else np.zeros((0, self.embedder.dimension or 1), np.float32)
-        return DocumentWrite(record, ids, vectors, texts, metadatas)
+        return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records)
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         assert self.kb is not None

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # Processes that parse and chunk: 0 picks one per core (up to 4) for runs of 32+ files or 8+ MB;
     # 1 keeps parsing in a thread; N > 1 always uses N processes.
     workers: int = Field(default=0, ge=0)
+    # Seconds an ingest waits for another process writing to the same embedded store (ingest.lock).
+    lock_wait: float = Field(default=600.0, ge=0)
 
     # The browser UI: where uploads are kept, and how much it accepts at once.
     upload_dir: Path = Path("data/uploads")

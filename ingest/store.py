@@ -62,6 +62,7 @@ class DocumentWrite:
     vectors: np.ndarray
     texts: Sequence[str]
     metadatas: Sequence[dict[str, Any]]
+    replacing: bool = False  # the source has a record already (an older version): it goes first
 
 
 @dataclass
@@ -280,8 +281,10 @@ class KnowledgeBase:
         """`write_document` for several documents, in as few Chroma calls as their size allows: every
         local Chroma call costs ~20 ms of CPU whatever its size, more than embedding a small file.
 
-        All chunks first, then stale chunks of the same sources, then the records: each record is
-        still written after every chunk it vouches for.
+        Records of the versions being replaced first, then all chunks, then stale chunks of the same
+        sources, then the new records: each record is written after every chunk it vouches for, and
+        no record outlives the chunks it vouched for (a run killed midway leaves the source without a
+        record, so the next run ingests it again, never one claiming a version whose chunks are gone).
         """
         if not writes:
             return
@@ -291,6 +294,9 @@ class KnowledgeBase:
         self._ensure_docs()
         names = ", ".join(w.record.source for w in writes[:3]) + (f" and {len(writes) - 3} more" if len(writes) > 3 else "")
         try:
+            replaced = [w.record.id for w in writes if w.replacing]
+            if replaced:
+                self._docs.delete(ids=replaced)
             if self._chunks is not None:
                 ids = [i for w in writes for i in w.ids]
                 vectors = np.vstack([w.vectors for w in writes if w.ids]) if ids else None

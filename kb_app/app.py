@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from ingest.errors import KbError
+from ingest.lock import write_lock
 from ingest.pipeline import FileOutcome, IngestReport, ingest
 from ingest.settings import Settings, load_settings
 from ingest.store import KnowledgeBase, list_knowledge_bases, make_client
@@ -202,6 +203,9 @@ class StreamlitProgress:
         if outcome.source in self.bars:
             self.bars[outcome.source].progress(1.0, text=f"{self.names[outcome.source]}: {describe(outcome)}")
 
+    def waiting(self, message: str) -> None:
+        st.info(message)
+
 
 def describe(outcome: FileOutcome) -> str:
     if outcome.status == "ingested":
@@ -253,7 +257,9 @@ def ingest_uploads(current: Settings, files: list[Any]) -> None:
     if saved:
         progress = StreamlitProgress(saved)
         # This process keeps the embedded store open for searches: writes must go through the same client.
-        report: IngestReport = ingest(list(saved), current, progress=progress, store_process=False)
+        # A browser does not wait behind another writer (`kb ingest` on the same store): it says so at once.
+        report: IngestReport = ingest(list(saved), current.model_copy(update={"lock_wait": 0.0}), progress=progress,
+                                      store_process=False)
         for outcome in report.outcomes:
             rows.append({
                 "file": saved.get(outcome.source, display_name(outcome.source)),
@@ -309,7 +315,8 @@ def library_page(current: Settings) -> None:
     source = st.selectbox("Document", sorted(documents), format_func=display_name, key="manage")
     delete, reindex = st.columns(2)
     if delete.button("Delete", key="delete"):
-        removed = kb.delete_document(source)
+        with write_lock(current, wait=0):
+            removed = kb.delete_document(source)
         path = Path(source)
         if path.parent.resolve() == current.upload_dir.resolve() and path.exists():
             path.unlink()  # an uploaded copy would come back with the next `kb ingest data/`
@@ -321,7 +328,8 @@ def library_page(current: Settings) -> None:
             st.error(f"{source} no longer exists on disk: delete it instead.")
         else:
             with st.spinner(f"Re-indexing {display_name(source)}…"):
-                report = ingest([source], current, force=True, store_process=False)
+                report = ingest([source], current.model_copy(update={"lock_wait": 0.0}), force=True,
+                                store_process=False)
             outcome = report.outcomes[0]
             (st.success if outcome.status == "ingested" else st.error)(f"{display_name(source)}: {describe(outcome)}")
     message = st.session_state.pop("library_message", None)

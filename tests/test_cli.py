@@ -129,3 +129,15 @@ def test_kb_ui_serves_the_app_on_loopback(tmp_path):
     # Stopping `kb ui` stops the server itself, not only a parent that would leave it running.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+
+
+def test_reembed_to_a_new_model_keeps_the_old_collection(workdir, fake_server):
+    result = kb("reembed", "--to", "knowledge-fake", "--endpoint", fake_server.url, "--model", "fake-embed",
+                "--tokenizer", "qwen3", "--json", cwd=workdir, check=0)
+    assert json.loads(result.stdout)["ingested"] == 8
+    assert "knowledge is unchanged" in " ".join(result.stderr.split())
+    rows = {row["collection"]: row for row in json.loads(kb("status", "--json", cwd=workdir, check=0).stdout)}
+    assert rows["knowledge-fake"]["model"] == "fake-embed" and rows["knowledge-fake"]["documents"] == 8
+    assert rows["knowledge"]["documents"] == 8 and rows["knowledge"]["model"] != "fake-embed"
+    same = kb("reembed", "--to", "knowledge", cwd=workdir, check=2)
+    assert "new collection" in same.stderr and "Traceback" not in same.stderr

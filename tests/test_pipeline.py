@@ -351,3 +351,25 @@ def test_a_slow_store_holds_the_embedder_back(corpus, store, fake_server, monkey
     assert report.ok and KnowledgeBase.open(settings).count() == report.chunks
     assert report.chunks > 3 * 6 and waiting.biggest > 6  # enough to fill it, and a file bigger than it
     assert 0 < waiting.peak <= max(6, waiting.biggest), (waiting.peak, waiting.biggest)
+
+
+def test_reembed_builds_a_new_collection_and_keeps_the_old_one(corpus, store, fake_server):
+    """Moving to another model: a new collection from the same files; the old one untouched, searchable."""
+    from ingest.errors import ConfigError
+    from ingest.pipeline import reembed
+
+    old = load_settings(chroma_path=store)  # the embedded default model
+    first = ingest([corpus], old)
+    before = stored(old)
+    (corpus / "en" / "sourdough.txt").unlink()  # a file gone since: reported, its chunks kept in the old one
+    new = fake_settings(fake_server, store, collection="knowledge-qwen3")
+    report = reembed(old, new)
+    assert [o.source.rsplit("/", 1)[-1] for o in report.of("failed")] == ["sourdough.txt"]
+    assert "file gone" in report.of("failed")[0].reason and len(report.of("ingested")) == 7
+    assert stored(old)[0] == before[0] and len(before[0]) == first.chunks  # the old collection as it was
+    moved = KnowledgeBase.open(new)
+    assert moved.spec.model == "fake-embed" and len(moved.documents()) == 7
+    again = reembed(old, new)
+    assert len(again.of("unchanged")) == 7  # a second run resumes, re-embedding nothing
+    with pytest.raises(ConfigError, match="new collection"):
+        reembed(old, fake_settings(fake_server, store))  # the same name: it would replace what it reads

@@ -187,3 +187,27 @@ def test_a_big_document_is_written_in_calls_of_bounded_size(tmp_path, monkeypatc
     knowledge.write_document(record("/big.pdf", "s", 1000), ids, vectors, [f"t{i}" for i in range(1000)], metadatas)
     assert sizes == [300, 300, 300, 100]
     assert knowledge.count() == 1000 and knowledge.chunks_of("/big.pdf")[999].text == "t999"
+
+
+def test_a_write_cut_short_leaves_no_record_claiming_chunks_that_are_gone(kb, monkeypatch):
+    """Replacing a version: the old record goes before the old chunks do. If the write dies before the
+    new record is in, the source has no record (the next run ingests it again), never a stale one."""
+    from ingest.store import DocumentWrite
+
+    write(kb, "/a.txt", "v1", 3)
+    ids = [chunk_id("/a.txt", "v2", None, i) for i in range(2)]
+    new = DocumentWrite(record("/a.txt", "v2", 2), ids, np.eye(2, 4, dtype=np.float32) + 0.01, ["x", "y"],
+                        [{"source": "/a.txt", "sha256": "v2", "chunk": i} for i in range(2)], replacing=True)
+    real = kb._docs.upsert
+
+    def dies(**kwargs):
+        raise RuntimeError("killed here")
+
+    monkeypatch.setattr(kb._docs, "upsert", dies)
+    with pytest.raises(StoreError):
+        kb.write_documents([new])
+    assert "/a.txt" not in kb.documents()  # the v1 record did not outlive the v1 chunks
+    assert {c.metadata["sha256"] for c in kb.chunks_of("/a.txt")} == {"v2"}
+    monkeypatch.setattr(kb._docs, "upsert", real)
+    kb.write_documents([new])
+    assert kb.documents()["/a.txt"].sha256 == "v2" and kb.count() == 2

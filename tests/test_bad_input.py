@@ -1,0 +1,151 @@
+"""One `kb ingest` over a folder of everything that goes wrong in real folders: each bad file gets its own
+clear outcome naming it, the good ones go in, nothing is silently dropped, the exit code says some failed."""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from pypdf import PdfWriter
+
+from ingest.settings import load_settings
+from ingest.store import KnowledgeBase
+from tests.conftest import DATA
+from tests.test_cli import kb
+
+PDF = DATA / "en" / "volcanoes.pdf"
+ODD_NAMES = ["with space.md", "quote'and\"double.md", "new\nline.md", "中文 名字.md", "émoji 😀.txt"]
+
+
+def _bad_corpus(root: Path) -> dict[str, tuple[str, str]]:
+    """Writes the files; returns name -> (expected status, words the reason or warning must contain)."""
+    root.mkdir()
+    expect: dict[str, tuple[str, str]] = {}
+
+    def put(name: str, data: bytes, status: str, words: str = "") -> None:
+        (root / name).write_bytes(data)
+        expect[name] = (status, words)
+
+    pdf = PDF.read_bytes()
+    put("truncated.pdf", pdf[: len(pdf) * 2 // 3], "failed", "not a readable PDF")
+    put("garbage.pdf", b"%PDF-1.7\n" + random.Random(1).randbytes(5000), "failed", "PDF")
+    writer = PdfWriter(clone_from=PDF)
+    writer.encrypt("s3cret")
+    with open(root / "locked.pdf", "wb") as handle:
+        writer.write(handle)
+    expect["locked.pdf"] = ("failed", "encrypted PDF: pass --pdf-password")
+    scan = PdfWriter()
+    scan.add_blank_page(595, 842)
+    scan.add_blank_page(595, 842)
+    with open(root / "scan.pdf", "wb") as handle:
+        scan.write(handle)
+    expect["scan.pdf"] = ("ingested", "no text layer")
+    put("empty.txt", b"", "ingested", "no text")
+    put("blob.md", bytes(range(256)) * 64, "failed", "binary")
+    put("latin1.txt", "Crème brûlée, façade, déjà vu: ".encode("cp1252") * 40, "ingested")
+    put("shift-jis.txt", "日本語の文書です。富士山は日本で一番高い山です。".encode("shift_jis") * 30, "ingested")
+    words = ["river", "stone", "lantern", "harvest", "copper", "meadow"]
+    rng = random.Random(2)
+    put("one-line.txt", " ".join(rng.choice(words) for _ in range(400_000)).encode(), "ingested")  # ~2.6 MB, no newline
+    for name in ODD_NAMES:
+        put(name, f"# Odd name\n\nA note filed under an awkward name: {name}.\n".encode(), "ingested")
+    os.mkfifo(root / "pipe.txt")  # reading it would block the run forever
+    expect["pipe.txt"] = ("failed", "not a regular file")
+    (root / "dangling.md").symlink_to(root / "nowhere.md")
+    expect["dangling.md"] = ("failed", "broken symbolic link")
+    (root / "loop").mkdir()
+    (root / "loop" / "back").symlink_to(root)  # a folder loop: walked once, not forever
+    put("good.md", b"# Good\n\nA perfectly ordinary document about volcanoes and lava.\n", "ingested")
+    return expect
+
+
+def test_every_bad_file_is_named_with_its_reason_and_the_rest_goes_in(tmp_path, fake_server):
+    corpus, store = tmp_path / "corpus", tmp_path / "chroma"
+    expect = _bad_corpus(corpus)
+    run = kb("ingest", str(corpus), "--endpoint", fake_server.url, "--model", "fake-embed", "--tokenizer", "qwen3",
+             "--chroma-path", str(store), "--json", cwd=tmp_path, check=1)
+    report = json.loads(run.stdout)
+    outcomes = {Path(f["source"]).name: f for f in report["files"]}
+    assert set(outcomes) == set(expect)  # every file accounted for: none dropped, none twice (the loop)
+    for name, (status, words) in expect.items():
+        outcome = outcomes[name]
+        said = outcome["reason"] + " " + "; ".join(outcome["warnings"])
+        assert outcome["status"] == status, (name, outcome)
+        assert words in said, (name, said)
+    assert "Traceback" not in run.stderr
+    for name in ("truncated.pdf", "locked.pdf", "pipe.txt", "dangling.md", "blob.md"):
+        assert name in run.stderr  # the terminal names each failed file too
+    assert outcomes["scan.pdf"]["chunks"] == 0 and outcomes["empty.txt"]["chunks"] == 0  # no empty chunks
+    assert outcomes["one-line.txt"]["chunks"] > 100
+
+    knowledge = KnowledgeBase.open(load_settings(chroma_path=store))
+    stored = {Path(source).name for source in knowledge.documents()}
+    assert stored == {name for name, (status, _) in expect.items() if status == "ingested"}
+    for name in ODD_NAMES:  # names survive exactly, as stored sources and in the chunks' metadata
+        chunks = knowledge.chunks_of(str(corpus / name))
+        assert chunks and chunks[0].metadata["name"] == name and name in chunks[0].text
+    assert "富士山" in " ".join(c.text for c in knowledge.chunks_of(str(corpus / "shift-jis.txt")))
+
+    again = kb("ingest", str(corpus / "locked.pdf"), "--pdf-password", "s3cret", "--endpoint", fake_server.url,
+               "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(store), "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["ingested"] == 1
+    wrong = kb("ingest", str(corpus / "locked.pdf"), "--pdf-password", "nope", "--endpoint", fake_server.url,
+               "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "other"), cwd=tmp_path,
+               check=1)
+    assert "wrong --pdf-password" in " ".join(wrong.stderr.split())
+
+
+def test_a_file_that_changes_while_it_is_read_is_stored_as_read(tmp_path, store, fake_server):
+    from ingest.pipeline import ingest
+    from tests.test_pipeline import fake_embedder, fake_settings
+
+    note = tmp_path / "docs" / "note.md"
+    note.parent.mkdir()
+    note.write_text("# Note\n\nThe first version of the note.\n")
+
+    class Meddler:  # rewrites the file after kb has hashed it, before it is read
+        def start(self, files, total_bytes):
+            note.write_text("# Note\n\nThe second version, written while kb was busy.\n")
+
+        def planned(self, *args): ...
+        def embedded(self, *args): ...
+        def file_progress(self, *args): ...
+        def file_done(self, *args): ...
+
+    settings = fake_settings(fake_server, store)
+    report = ingest([note.parent], settings, embedder=fake_embedder(fake_server), progress=Meddler())
+    outcome = report.of("ingested")[0]
+    assert "changed while kb was reading it" in outcome.warnings[0]
+    knowledge = KnowledgeBase.open(settings)
+    assert "second version" in knowledge.chunks_of(str(note))[0].text
+    again = ingest([note.parent], settings, embedder=fake_embedder(fake_server))
+    assert len(again.of("unchanged")) == 1  # the record matches the file as it now is: nothing to redo
+
+
+@pytest.mark.parametrize("vanish", ["deleted", "replaced by a folder"])
+def test_a_file_that_vanishes_mid_run_is_reported(tmp_path, store, fake_server, vanish):
+    from ingest.pipeline import ingest
+    from tests.test_pipeline import fake_embedder, fake_settings
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "stays.md").write_text("# Stays\n\nThis one is still here.\n")
+    leaving = folder / "leaves.md"
+    leaving.write_text("# Leaves\n\nThis one will be gone.\n")
+
+    class Remover:
+        def start(self, files, total_bytes):
+            leaving.unlink()
+            if vanish != "deleted":
+                leaving.mkdir()
+
+        def planned(self, *args): ...
+        def embedded(self, *args): ...
+        def file_progress(self, *args): ...
+        def file_done(self, *args): ...
+
+    report = ingest([folder], fake_settings(fake_server, store), embedder=fake_embedder(fake_server), progress=Remover())
+    failed = report.of("failed")
+    assert [o.source for o in failed] == [str(leaving)] and ("disappeared" in failed[0].reason or "folder" in failed[0].reason)
+    assert [o.source for o in report.of("ingested")] == [str(folder / "stays.md")]
