@@ -2,7 +2,6 @@
 while part of it is missing, and the run after the last kill leaves exactly what one clean run leaves."""
 
 import json
-import os
 import random
 import signal
 import subprocess
