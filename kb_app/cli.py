@@ -511,6 +511,13 @@ def ui_command(
         "--client.toolbarMode", "minimal",
     ]
     err.print(f"kb UI on http://{host}:{port} (collection {settings.collection}); Ctrl-C to stop")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        if settings.ui_password is None:
+            err.print(f"[bold yellow]warning:[/] listening on {escape(host)} with no password: anyone who can reach "
+                      "this address can search, upload and delete. Set KB_UI_PASSWORD.")
+        else:
+            err.print("[yellow]note:[/] the password travels in clear over http: put a TLS proxy in front "
+                      "for use beyond a trusted network")
     sys.stderr.flush()
     # Streamlit takes this process's place: a signal that stops `kb ui` stops the server, not just its parent.
     os.execve(sys.executable, command, env)

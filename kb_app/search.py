@@ -78,6 +78,8 @@ class Searcher:
             raise KbError("k must be at least 1")
         started = time.perf_counter()
         vector = (await self.embedder.embed([query], "query"))[0]
+        if not self.kb.current():  # another process wrote to the store: search what it wrote too
+            self.kb = KnowledgeBase.open(self.settings, self.kb.name)
         hits = await asyncio.to_thread(self.kb.query, vector, k, where)
         results = [
             SearchResult(

@@ -196,3 +196,47 @@ def test_an_upload_while_another_process_writes_says_the_store_is_busy(app_env):
         holder.wait()
     upload(at, [sample("en/sourdough.txt", "text/plain")])  # once it is done, the same upload goes in
     assert not at.error and at.dataframe[0].value.to_dict("records")[0]["outcome"] == "ingested"
+
+
+def test_a_password_keeps_every_page_behind_the_sign_in(app_env, monkeypatch):
+
+
+    monkeypatch.setenv("KB_UI_PASSWORD", "correct horse")
+    monkeypatch.setenv("KB_COLLECTION", "private-notes")
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception
+    # Nothing but the form: no page switcher, no collection name, no settings.
+    assert not at.sidebar.radio and "private-notes" not in str(at)
+    at.text_input(key="password").set_value("wrong guess")  # a form: sent with its button
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."]
+    assert not at.sidebar.radio
+    at.text_input(key="password").set_value("correct horse")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.sidebar.radio(key="page").value == "Search"
+    assert "private-notes" in [c.value for c in at.sidebar.caption][-1]
+    go(at, "Settings")  # signed in for the rest of the session
+    import json
+
+    assert json.loads(at.json[0].value)["ui_password"] == "set"
+    assert "correct horse" not in str(at.json[0].value) and "password" not in at.session_state
+
+
+
+def test_search_finds_what_kb_ingest_wrote_while_the_ui_was_running(app_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    at = start()
+    upload(at, [sample("en/sourdough.txt", "text/plain")])
+    go(at, "Search")
+    at.text_input(key="query").set_value("how do volcanoes erupt?").run()
+    assert not any("volcanoes.pdf" in body for body in bodies(at))
+    # `kb ingest` in a terminal, on the same store, while the UI keeps its store open.
+    subprocess.run([str(Path(sys.executable).parent / "kb"), "ingest", str(DATA / "en" / "volcanoes.pdf"),
+                    "--chroma-path", str(app_env / "chroma")], check=True, capture_output=True, timeout=600)
+    at.text_input(key="query").set_value("how do volcanoes erupt? ").run()
+    assert not at.exception and not at.error
+    assert "volcanoes.pdf" in " ".join(bodies(at))

@@ -4,6 +4,11 @@ clear outcome naming it, the good ones go in, nothing is silently dropped, the e
 import json
 import os
 import random
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -149,3 +154,44 @@ def test_a_file_that_vanishes_mid_run_is_reported(tmp_path, store, fake_server, 
     failed = report.of("failed")
     assert [o.source for o in failed] == [str(leaving)] and ("disappeared" in failed[0].reason or "folder" in failed[0].reason)
     assert [o.source for o in report.of("ingested")] == [str(folder / "stays.md")]
+
+
+def test_unreadable_files_and_folders_are_named(tmp_path, fake_server):
+    """chmod 000 on a file and on a folder. Root reads through permissions, so as root kb runs as `nobody`
+    (setpriv), in folders made reachable for it."""
+
+    as_root = os.geteuid() == 0
+    root = Path(tempfile.mkdtemp(prefix="kb-perm-"))
+    try:
+        corpus, store, home = root / "corpus", root / "chroma", root / "home"
+        for folder in (root, corpus, store, home):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o777 if folder != corpus else 0o755)
+        (corpus / "fine.md").write_text("# Fine\n\nAnyone may read this note about tides.\n")
+        (corpus / "secret.md").write_text("# Secret\n\nNot for kb's eyes.\n")
+        (corpus / "locked").mkdir()
+        (corpus / "locked" / "inside.md").write_text("# Inside\n\nIn a folder kb cannot list.\n")
+        for path in (corpus / "fine.md", corpus / "secret.md", corpus / "locked" / "inside.md"):
+            path.chmod(0o644)
+        (corpus / "secret.md").chmod(0)
+        (corpus / "locked").chmod(0)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_root else []
+        run = subprocess.run(
+            [*prefix, str(Path(sys.executable).parent / "kb"), "ingest", str(corpus), "--endpoint", fake_server.url,
+             "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(store), "--json"],
+            capture_output=True, text=True, timeout=300, cwd=root,
+            env={**os.environ, "HOME": str(home), "COLUMNS": "200"},
+        )
+        assert run.returncode == 1, run.stdout + run.stderr
+        outcomes = {f["source"]: f for f in json.loads(run.stdout)["files"]}
+        assert outcomes[str(corpus / "fine.md")]["status"] == "ingested"
+        assert outcomes[str(corpus / "secret.md")]["status"] == "failed"
+        assert "permission denied" in outcomes[str(corpus / "secret.md")]["reason"].lower()
+        assert outcomes[str(corpus / "locked")]["status"] == "failed"
+        assert "permission denied" in outcomes[str(corpus / "locked")]["reason"].lower()
+        said = " ".join(run.stderr.split())
+        assert "secret.md" in said and "locked" in said and "Traceback" not in said
+    finally:
+        for path in (corpus / "secret.md", corpus / "locked"):
+            path.chmod(stat.S_IRWXU)
+        shutil.rmtree(root, ignore_errors=True)

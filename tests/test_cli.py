@@ -123,12 +123,47 @@ def test_kb_ui_serves_the_app_on_loopback(tmp_path):
     process = start_server([KB, "ui", "--port", str(port), "--chroma-path", str(tmp_path / "s")], log)
     try:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
-        assert "kb UI on http://127.0.0.1:" in log.read_text()
+        assert "kb UI on http://127.0.0.1:" in log.read_text() and "warning" not in log.read_text()
+        assert listening(port) == {"127.0.0.1"}
     finally:
         _stop(process)
     # Stopping `kb ui` stops the server itself, not only a parent that would leave it running.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+
+
+def listening(port: int) -> set[str]:
+    """Addresses with a socket listening on `port`, from the kernel's own table."""
+    import ipaddress
+
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return found
+
+
+@pytest.mark.parametrize("password", [None, "pw-for-the-team"])
+def test_kb_ui_on_every_address_warns_without_a_password(tmp_path, password):
+    from tests.conftest import _stop, free_port, start_server, wait_http
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    env = {**os.environ, "COLUMNS": "200", **({"KB_UI_PASSWORD": password} if password else {})}
+    process = start_server([KB, "ui", "--host", "0.0.0.0", "--port", str(port), "--chroma-path", str(tmp_path / "s")],
+                           log, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
+        assert listening(port) == {"0.0.0.0"}
+        said = " ".join(log.read_text().split())
+        if password:
+            assert "no password" not in said and "put a TLS proxy in front" in said and password not in said
+        else:
+            assert "warning: listening on 0.0.0.0 with no password" in said and "Set KB_UI_PASSWORD" in said
+    finally:
+        _stop(process)
 
 
 def test_reembed_to_a_new_model_keeps_the_old_collection(workdir, fake_server):

@@ -2,6 +2,7 @@
 while part of it is missing, and the run after the last kill leaves exactly what one clean run leaves."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -154,3 +155,108 @@ def test_a_server_that_dies_mid_run_and_comes_back_loses_nothing(tmp_path):
     seen = _look(store)
     _assert_consistent(seen, "after the outage")
     assert len(seen["ids"]) == sum(seen["chunks"].values()) == report.chunks and len(seen["records"]) == 40
+
+
+UI_KILLS = 4
+UI_FILES = 12
+
+
+def _start_ui(work: Path, server: SimulatedServer) -> tuple[subprocess.Popen, str]:
+    from tests.conftest import free_port, start_server, wait_http
+
+    port = free_port()
+    env = {**os.environ, "KB_CHROMA_PATH": str(work / "chroma"), "KB_UPLOAD_DIR": str(work / "uploads"),
+           "KB_ENDPOINT": server.url, "KB_MODEL": server.model, "KB_TOKENIZER": "qwen3", "KB_CHUNK_TOKENS": "128",
+           "KB_OVERLAP": "16"}
+    log = work / f"streamlit-{port}.log"
+    process = start_server([sys.executable, "-m", "streamlit", "run", str(ROOT / "kb_app" / "app.py"),
+                            "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+                            "--browser.gatherUsageStats", "false"], log, env=env, cwd=work)
+    wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _upload(browser, url: str, files: list[Path]):
+    from tests.test_ui_browser import open_page
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.get_by_test_id("stSidebar").wait_for()
+    open_page(page, "Upload")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(f) for f in files])
+    page.get_by_role("button", name=f"Ingest {len(files)} files").click()
+    return page
+
+
+def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path, slow_server):
+    """The browser's upload, with the Streamlit server killed mid-ingest (its files half-saved, its
+    chunks half-written): the store stays consistent after every kill, and uploading again completes it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_ui_browser import CHROMIUM
+
+    rng = random.Random(11)
+    corpus, work = tmp_path / "corpus", tmp_path / "ui"
+    work.mkdir()
+    _write_corpus(corpus, rng, files=UI_FILES)
+    files = sorted(corpus.iterdir())
+    store = work / "chroma"
+    kills, moments = 0, []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox",
+                                             "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        try:
+            # A whole upload, timed: the kills land anywhere in one.
+            ui, url = _start_ui(work, slow_server)
+            started = time.monotonic()
+            page = _upload(browser, url, files)
+            page.get_by_text(f"Done: {UI_FILES} files.").wait_for(timeout=600_000)
+            whole = time.monotonic() - started
+            page.close()
+            ui.send_signal(signal.SIGKILL)
+            ui.wait()
+            while kills < UI_KILLS:
+                _edit_some(corpus, rng, kills)
+                ui, url = _start_ui(work, slow_server)
+                page = _upload(browser, url, files)
+                moment = rng.uniform(0.5, whole)
+                time.sleep(moment)
+                ui.send_signal(signal.SIGKILL)
+                ui.wait()
+                page.close()
+                kills += 1
+                moments.append(round(moment, 1))
+                _assert_consistent(_look(store), f"after UI kill {kills} at {moment:.1f} s")
+
+            ui, url = _start_ui(work, slow_server)
+            page = _upload(browser, url, files)
+            page.get_by_text(f"Done: {UI_FILES} files.").wait_for(timeout=600_000)
+            page.close()
+            _stop_ui(ui)
+        finally:
+            browser.close()
+
+    after = _look(store)
+    _assert_consistent(after, "after the last upload")
+    uploads = work / "uploads"
+    assert set(after["records"]) == {str(uploads / f.name) for f in files}
+    for f in files:  # each record is the file's last version, and the saved copy is that version whole
+        assert (uploads / f.name).read_bytes() == f.read_bytes()
+    # Exactly what one clean `kb ingest` of the same files stores.
+    reference = tmp_path / "reference"
+    clean = _ingest(uploads, reference, slow_server, tmp_path / "reference.log")
+    clean.communicate(timeout=600)
+    assert clean.returncode == 0
+    expected = _look(reference)
+    assert after["ids"] == expected["ids"] and after["texts"] == expected["texts"]
+    assert after["records"] == expected["records"]
+    print(f"a whole upload: {whole:.1f} s; {kills} kills at {sorted(moments)} s")
+
+
+def _stop_ui(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()

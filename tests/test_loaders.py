@@ -221,3 +221,36 @@ def test_a_page_tree_kb_cannot_walk_falls_back_to_pypdfs_list(tmp_path):
     loaded = load(odd)
     assert [d.text for d in loaded.documents] == [d.text for d in load(original).documents]
     assert loaded.pages == 2 and not loaded.warnings
+
+
+def test_a_pdf_written_to_while_pypdf_reads_it_is_refused(tmp_path, monkeypatch):
+    """Its text would mix two versions: nothing is stored from it, and the message says to run again."""
+    import shutil
+
+    import ingest.loaders as loaders
+
+    pdf = tmp_path / "report.pdf"
+    shutil.copy(DATA / "en" / "volcanoes.pdf", pdf)
+    parse = loaders._load_pdf
+
+    def parse_while_another_program_appends(*args):
+        loaded = parse(*args)
+        with open(pdf, "ab") as handle:  # a real write to the file kb has open
+            handle.write(b"\n%% an incremental update saved by an editor\n")
+        return loaded
+
+    monkeypatch.setattr(loaders, "_load_pdf", parse_while_another_program_appends)
+    with pytest.raises(LoadError, match="changed while kb was reading it: nothing stored from it; run kb ingest again"):
+        load(pdf)
+
+
+def test_a_pdf_changed_since_it_was_listed_is_stored_with_the_hash_of_what_was_read(tmp_path):
+    import shutil
+
+    pdf = tmp_path / "report.pdf"
+    shutil.copy(DATA / "en" / "volcanoes.pdf", pdf)
+    loaded = load(pdf, sha256="0" * 64)  # the hash the run computed when it listed the file, before an edit
+    assert loaded.sha256 == sha256_of(pdf) and loaded.documents
+    assert all(d.sha256 == loaded.sha256 for d in loaded.documents)
+    assert loaded.warnings[0] == "changed while kb was reading it: the version read is stored"
+    assert not load(pdf, sha256=sha256_of(pdf)).warnings

@@ -3,6 +3,7 @@ import pytest
 
 from ingest.errors import ModelMismatchError, StoreError
 from ingest.settings import load_settings
+from tests.conftest import ROOT
 from ingest.store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, make_client, now, parse_where
 
 SPEC = CollectionSpec("model-a", 4, "none", "task", "qwen3", 512, 64)
@@ -211,3 +212,41 @@ def test_a_write_cut_short_leaves_no_record_claiming_chunks_that_are_gone(kb, mo
     monkeypatch.setattr(kb._docs, "upsert", real)
     kb.write_documents([new])
     assert kb.documents()["/a.txt"].sha256 == "v2" and kb.count() == 2
+
+
+_WRITE_ONE = """
+import sys
+import numpy as np
+from ingest.settings import load_settings
+from ingest.store import KnowledgeBase
+from tests.test_store import SPEC, write
+kb = KnowledgeBase.open(load_settings(chroma_path=sys.argv[1], collection="unit"))
+kb.ensure(SPEC)
+write(kb, sys.argv[2], "v1", 1)
+"""
+
+
+def test_a_long_lived_process_sees_what_another_process_wrote(tmp_path):
+    """Chroma searches the index it loaded into memory: without kb reopening the store, a UI running
+    while `kb ingest` writes would never find the new documents."""
+    import os
+    import subprocess
+    import sys
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="unit")
+    reader = KnowledgeBase.open(settings)
+    reader.ensure(SPEC)
+    write(reader, "/mine.txt", "v1", 1)
+    assert reader.current()  # its own writes: nothing to reload
+    descriptors = []
+    for round_ in range(6):
+        subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / "chroma"), f"/theirs-{round_}.txt"],
+                       check=True, cwd=ROOT, timeout=120)
+        assert not reader.current()
+        reader = KnowledgeBase.open(settings)  # what Searcher and the UI do when it is not current
+        assert reader.current()
+        hits = reader.query(np.array([1, 0, 0, 0], np.float32) + 0.01, k=20)
+        assert {h.metadata["source"] for h in hits} == {"/mine.txt"} | {f"/theirs-{i}.txt" for i in range(round_ + 1)}
+        descriptors.append(len(os.listdir("/proc/self/fd")))
+    # Each replaced Chroma system is stopped: files and memory do not pile up with every reload.
+    assert descriptors[-1] <= descriptors[0] + 2, descriptors
