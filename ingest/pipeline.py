@@ -90,24 +90,35 @@ class StageTimes:
 
 
 _WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
+_PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as its vectors come back
+
+
+@dataclass
+class _Write:
+    """Vectors back from the server, for the writer: chunks `indices` of one file, and with `final` the
+    file's last ones and its record."""
+
+    item: _InFlight
+    indices: list[int]
+    final: bool
 
 
 class _Backlog:
-    """Files whose vectors are all back, waiting for the writer, bounded in chunks: a store that falls
-    behind holds the embedder back instead of letting vectors pile up in memory. Counted in chunks, not
-    files: one PDF can bring thousands. A file bigger than the bound goes in alone. Chunks count until
-    they are stored, so the write in progress is inside the bound too."""
+    """Writes waiting for the writer, bounded in chunks: a store that falls behind holds the embedder
+    back instead of letting vectors pile up in memory. Counted in chunks, not files: one PDF can bring
+    thousands, and a file of more than `_PART_CHUNKS` comes in parts. Chunks count until they are
+    stored, so the write in progress is inside the bound too."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.chunks = limit, 0
-        self.items: deque[_InFlight | None] = deque()
+        self.items: deque[_Write | None] = deque()
         self.changed = asyncio.Condition()
 
     @staticmethod
-    def _size(item: _InFlight | None) -> int:
-        return len(item.pieces) if item else 0  # None, the end mark, takes no room
+    def _size(item: _Write | None) -> int:
+        return len(item.indices) if item else 0  # None, the end mark, takes no room
 
-    async def put(self, item: _InFlight | None) -> None:
+    async def put(self, item: _Write | None) -> None:
         size = self._size(item)
         async with self.changed:
             await self.changed.wait_for(lambda: self.chunks == 0 or self.chunks + size <= self.limit)
@@ -115,7 +126,7 @@ class _Backlog:
             self.items.append(item)
             self.changed.notify_all()
 
-    async def take(self) -> list[_InFlight | None]:
+    async def take(self) -> list[_Write | None]:
         """The oldest file, and those after it up to half the bound (files completed meanwhile share the
         same Chroma calls, each costing ~20 ms of CPU whatever its size)."""
         async with self.changed:
@@ -126,7 +137,7 @@ class _Backlog:
                 taken.append(self.items.popleft())
             return taken
 
-    async def stored(self, items: list[_InFlight]) -> None:
+    async def stored(self, items: list[_Write]) -> None:
         async with self.changed:
             self.chunks -= sum(self._size(item) for item in items)
             self.changed.notify_all()
@@ -222,9 +233,11 @@ class _InFlight:
 
     loaded: LoadedFile
     pieces: list[tuple[Document, Chunk]]
-    vectors: list[np.ndarray | None]
+    vectors: list[np.ndarray | None]  # each dropped once written
     remaining: int
     failed: str | None = None
+    ready: list[int] = field(default_factory=list)  # back from the server, not yet handed to the writer
+    stored: list[str] = field(default_factory=list)  # ids written in parts before the final write
 
 
 def prepare(
@@ -490,7 +503,7 @@ class _Run:
             item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
             self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
             if not pieces:
-                await self.writes.put(item)
+                await self.writes.put(_Write(item, [], final=True))
             for index in range(len(pieces)):
                 await self.queue.put((item, index))
         finally:
@@ -565,10 +578,16 @@ class _Run:
                     continue
                 item.vectors[index] = vector
                 item.remaining -= 1
+                item.ready.append(index)
                 touched[id(item)] = item
-                if item.remaining == 0:
-                    await self.writes.put(item)
             for item in touched.values():
+                if item.remaining == 0 and not item.ready:
+                    continue  # another request's task handed the last vectors over meanwhile, and reports it
+                # A big file goes to the store in parts, so its vectors never pile up whole (a 50 MB text
+                # at 2,560-d would hold 250 MB); its record still goes last, with its last part.
+                if item.remaining == 0 or len(item.ready) >= _PART_CHUNKS:
+                    ready, item.ready = item.ready, []
+                    await self.writes.put(_Write(item, ready, final=item.remaining == 0))
                 self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
             await self.slots.release()
@@ -578,6 +597,9 @@ class _Run:
             if not item.failed:
                 item.failed = reason
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
+                if len(item.pieces) > _PART_CHUNKS:  # parts may be stored: the writer takes them out again
+                    assert self.group is not None
+                    self.group.create_task(self.writes.put(_Write(item, [], final=True)))
 
     async def _write(self) -> None:
         finished = False
@@ -586,14 +608,27 @@ class _Run:
             if items[-1] is None:  # the end mark is the last thing ever queued
                 finished = True
                 items.pop()
-            files = [item for item in items if item is not None]
+            writes = [item for item in items if item is not None]
+            for write in writes:
+                if write.item.failed and write.final and write.item.stored:
+                    await self._take_out(write.item)
+            live = [write for write in writes if not write.item.failed]
             # A file without chunks needs only its record; the chunk collection waits for a known dimension.
-            if any(item.pieces for item in files):
+            if any(write.indices for write in live):
                 await self._ensure()
-            if files:
-                await self._store(files)
-                await self.writes.stored(files)
-                give_back_memory()  # the written vectors' pages, or this process keeps its peak for the run
+            if live:
+                await self._store(live)
+            await self.writes.stored(writes)
+            give_back_memory()  # the written vectors' pages, or this process keeps its peak for the run
+
+    async def _take_out(self, item: _InFlight) -> None:
+        """A file that failed after some of its parts were stored: those chunks go (its earlier version's
+        record and chunks, if any, stay: the parts never replaced them)."""
+        assert self.kb is not None
+        record = self.records.get(item.loaded.source)
+        if record is None or record.sha256 != item.loaded.sha256:  # same hash: the same ids, still vouched for
+            await asyncio.to_thread(self.kb.delete_chunks, item.stored)
+        item.stored = []
 
     async def _ensure(self) -> None:
         if self.ensured:
@@ -614,7 +649,7 @@ class _Run:
         await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
         self.ensured = True
 
-    async def _store(self, items: list[_InFlight]) -> None:
+    async def _store(self, items: list[_Write]) -> None:
         assert self.kb is not None
         writes = [self._document_write(item) for item in items]
         try:
@@ -632,18 +667,23 @@ class _Run:
                         failures[position] = single
         self.stages.store_wall += wall
         self.stages.store_cpu = self.kb.cpu if isinstance(self.kb, StoreProcess) else self.stages.store_cpu + cpu
-        for position, (item, write) in enumerate(zip(items, writes)):
-            loaded = item.loaded
+        for position, (queued, write) in enumerate(zip(items, writes)):
+            item, loaded = queued.item, queued.item.loaded
             if position in failures:
-                self._finish(FileOutcome(loaded.source, "failed", reason=str(failures[position]), warnings=loaded.warnings))
+                if not item.failed:
+                    self._fail([(item, 0)], str(failures[position]))
+            elif write.record is None:
+                item.stored.extend(write.ids)
             else:
-                self._finish(FileOutcome(loaded.source, "ingested", len(write.ids), write.record.tokens,
+                self._finish(FileOutcome(loaded.source, "ingested", write.record.chunks, write.record.tokens,
                                          warnings=loaded.warnings))
 
-    def _document_write(self, item: _InFlight) -> DocumentWrite:
+    def _document_write(self, queued: _Write) -> DocumentWrite:
+        item = queued.item
         loaded = item.loaded
         ids, texts, metadatas = [], [], []
-        for doc, chunk in item.pieces:
+        for index in queued.indices:
+            doc, chunk = item.pieces[index]
             ids.append(chunk_id(loaded.source, loaded.sha256, doc.page, chunk.index))
             texts.append(chunk.text)
             metadata = {
@@ -656,14 +696,20 @@ class _Run:
             if doc.language:
                 metadata["language"] = doc.language
             metadatas.append(metadata)
+        vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
+                   else np.zeros((0, self.embedder.dimension or 1), np.float32))
+        for index in queued.indices:
+            item.vectors[index] = None
+        if not queued.final:  # a part: chunks only, vouched for by the record of the final write
+            return DocumentWrite(None, ids, vectors, texts, metadatas)
         record = DocumentRecord(
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
-            chunks=len(ids), tokens=sum(c.tokens for _, c in item.pieces), pages=loaded.pages, size=loaded.size,
-            chunking=self.chunker.signature, ingested_at=now(), warnings="; ".join(loaded.warnings),
-            language=loaded.language,
+            chunks=len(item.pieces), tokens=sum(c.tokens for _, c in item.pieces), pages=loaded.pages,
+            size=loaded.size, chunking=self.chunker.signature, ingested_at=now(),
+            warnings="; ".join(loaded.warnings), language=loaded.language,
         )
-        vectors = np.vstack(item.vectors) if ids else np.zeros((0, self.embedder.dimension or 1), np.float32)
-        return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records)
+        return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records,
+                             earlier=tuple(item.stored))
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         assert self.kb is not None

@@ -59,14 +59,21 @@ class CollectionSpec:
 
 @dataclass
 class DocumentWrite:
-    """One document's chunks, ready to store, and the record that vouches for them."""
+    """One document's chunks, ready to store, and the record that vouches for them. A big document comes
+    in parts: writes without a record (chunks only), then the last with its record and, in `earlier`,
+    the ids of the parts, which its record vouches for too."""
 
-    record: DocumentRecord
+    record: DocumentRecord | None
     ids: Sequence[str]
     vectors: np.ndarray
     texts: Sequence[str]
     metadatas: Sequence[dict[str, Any]]
     replacing: bool = False  # the source has a record already (an older version): it goes first
+    earlier: Sequence[str] = ()
+
+    @property
+    def source(self) -> str:
+        return self.record.source if self.record else str(self.metadatas[0]["source"])
 
 
 @dataclass
@@ -416,13 +423,14 @@ class KnowledgeBase:
             raise StoreError("collection not created: call ensure() first")
         self._open_existing()
         self._ensure_docs()
-        names = ", ".join(w.record.source for w in writes[:3]) + (f" and {len(writes) - 3} more" if len(writes) > 3 else "")
+        names = ", ".join(w.source for w in writes[:3]) + (f" and {len(writes) - 3} more" if len(writes) > 3 else "")
         with self._writing():
             self._write(writes, names)
 
     def _write(self, writes: Sequence[DocumentWrite], names: str) -> None:
         try:
-            replaced = [w.record.id for w in writes if w.replacing]
+            finals = [w for w in writes if w.record is not None]
+            replaced = [w.record.id for w in finals if w.replacing]
             if replaced:
                 self._docs.delete(ids=replaced)
             if self._chunks is not None:
@@ -437,17 +445,28 @@ class KnowledgeBase:
                     end = start + step
                     self._chunks.upsert(ids=ids[start:end], embeddings=vectors[start:end],  # type: ignore[index]
                                         documents=texts[start:end], metadatas=metadatas[start:end])
-                keep = set(ids)
-                sources = [w.record.source for w in writes]
-                where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
-                stale = [i for i in self._chunks.get(where=where, include=[])["ids"] if i not in keep]
-                self._delete_ids(stale)
-            self._docs.upsert(
-                ids=[w.record.id for w in writes], embeddings=[[1.0]] * len(writes),
-                documents=[w.record.title for w in writes], metadatas=[w.record.to_metadata() for w in writes],
-            )
+                if finals:  # what a finished document's record does not vouch for: older versions, parts of failed runs
+                    keep = set(ids).union(*(w.earlier for w in finals))
+                    sources = [w.source for w in finals]
+                    where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
+                    stale = [i for i in self._chunks.get(where=where, include=[])["ids"] if i not in keep]
+                    self._delete_ids(stale)
+            if finals:
+                self._docs.upsert(
+                    ids=[w.record.id for w in finals], embeddings=[[1.0]] * len(finals),
+                    documents=[w.record.title for w in finals], metadatas=[w.record.to_metadata() for w in finals],
+                )
         except Exception as exc:
             raise StoreError(f"cannot write {names} to collection {self.name!r}: {exc}") from None
+
+    def delete_chunks(self, ids: Sequence[str]) -> None:
+        """Remove chunks no record vouches for (the stored parts of a document that then failed)."""
+        if ids and self._open_existing():
+            try:
+                with self._writing():
+                    self._delete_ids(list(ids))
+            except Exception as exc:
+                raise StoreError(f"cannot delete chunks from collection {self.name!r}: {exc}") from None
 
     def delete_document(self, source: str) -> int:
         """Remove a document and its chunks. Returns how many chunks went."""
@@ -571,6 +590,9 @@ class StoreProcess:
 
     def delete_document(self, source: str) -> int:
         return self._call("delete_document", source)
+
+    def delete_chunks(self, ids: Sequence[str]) -> None:
+        self._call("delete_chunks", list(ids))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

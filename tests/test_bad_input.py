@@ -195,3 +195,31 @@ def test_unreadable_files_and_folders_are_named(tmp_path, fake_server):
         for path in (corpus / "secret.md", corpus / "locked"):
             path.chmod(stat.S_IRWXU)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_single_50_mb_line(tmp_path, fake_server):
+    """No newline in 50 MB: chunked in segments, embedded and stored in parts, every chunk once."""
+    words = ["river", "stone", "lantern", "harvest", "copper", "meadow", "signal", "orchard"]
+    rng = random.Random(50)
+    line = tmp_path / "docs" / "one line.txt"
+    line.parent.mkdir()
+    with line.open("w") as handle:
+        written = 0
+        while written < 50 * 1024 * 1024:
+            block = " ".join(rng.choice(words) for _ in range(20_000)) + " "
+            handle.write(block)
+            written += len(block)
+    store = tmp_path / "chroma"
+    run = kb("ingest", str(line.parent), "--endpoint", fake_server.url, "--model", "fake-embed", "--tokenizer", "qwen3",
+             "--chroma-path", str(store), "--json", cwd=tmp_path, check=0)
+    outcome = json.loads(run.stdout)["files"][0]
+    assert outcome["status"] == "ingested" and outcome["chunks"] > 20_000
+    knowledge = KnowledgeBase.open(load_settings(chroma_path=store))
+    assert knowledge.count() == outcome["chunks"] == knowledge.documents()[str(line)].chunks
+    assert fake_server.requests >= outcome["chunks"] // 32  # every chunk went to the server (32 inputs a request)
+    chunks = knowledge.chunks_of(str(line))
+    assert max(int(c.metadata["tokens"]) for c in chunks) <= 512
+    # From the first character to the last, with no gap between one chunk and the next.
+    spans = sorted((c.metadata["start"], c.metadata["end"]) for c in chunks)
+    assert spans[0][0] == 0 and spans[-1][1] == line.stat().st_size
+    assert all(start <= previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:]))

@@ -27,12 +27,15 @@ def _paragraph(rng: random.Random, tag: str) -> str:
     return f"[{tag}] " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 90))) + "."
 
 
-def _write_corpus(root: Path, rng: random.Random, files: int = 40) -> None:
+def _write_corpus(root: Path, rng: random.Random, files: int = 40, big: bool = False) -> None:
     root.mkdir(parents=True)
     for number in range(files):
         kind = ("txt", "md")[number % 2]
         body = "\n\n".join(_paragraph(rng, f"f{number}p{p}") for p in range(rng.randint(6, 14)))
         (root / f"doc-{number:02d} notes.{kind}").write_text(f"# Document {number}\n\n{body}\n")
+    if big:  # over 512 chunks: stored in parts, its record with the last
+        body = "\n\n".join(_paragraph(rng, f"bigp{p}") for p in range(900))
+        (root / "big report.md").write_text(f"# Big report\n\n{body}\n")
 
 
 def _edit_some(root: Path, rng: random.Random, round_: int) -> None:
@@ -74,7 +77,7 @@ def slow_server(tmp_path_factory):
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, slow_server):
     rng = random.Random(20261123)
     corpus, store, log = tmp_path / "corpus", tmp_path / "chroma", tmp_path / "kb.log"
-    _write_corpus(corpus, rng)
+    _write_corpus(corpus, rng, big=True)
     # How long one whole run takes here (startup, parsing, embedding, writes): kills land anywhere in it.
     started = time.monotonic()
     calibration = _ingest(corpus, tmp_path / "calibration", slow_server, log)

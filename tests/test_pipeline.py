@@ -373,3 +373,78 @@ def test_reembed_builds_a_new_collection_and_keeps_the_old_one(corpus, store, fa
     assert len(again.of("unchanged")) == 7  # a second run resumes, re-embedding nothing
     with pytest.raises(ConfigError, match="new collection"):
         reembed(old, fake_settings(fake_server, store))  # the same name: it would replace what it reads
+
+
+def _long_note(path, version: str, paragraphs: int = 40) -> None:
+    path.write_text("# Long note\n\n" + "\n\n".join(
+        f"Paragraph {i} of version {version}: " + " ".join(f"word{i}x{j}" for j in range(30)) for i in range(paragraphs)))
+
+
+def _spy_writes(monkeypatch) -> list[list[tuple[bool, int]]]:
+    """Each write_documents call as [(has a record, chunks)] per document write."""
+    calls: list[list[tuple[bool, int]]] = []
+    real = KnowledgeBase.write_documents
+
+    def spy(self, writes):
+        calls.append([(w.record is not None, len(w.ids)) for w in writes])
+        return real(self, writes)
+
+    monkeypatch.setattr(KnowledgeBase, "write_documents", spy)
+    return calls
+
+
+def test_a_big_file_is_written_in_parts_with_its_record_last(tmp_path, store, fake_server, monkeypatch):
+    """Its vectors never wait whole for the writer (a 50 MB text would hold 250 MB of them)."""
+    import ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_PART_CHUNKS", 8)
+    calls = _spy_writes(monkeypatch)
+    note = tmp_path / "docs" / "long.md"
+    note.parent.mkdir()
+    _long_note(note, "one")
+    settings = fake_settings(fake_server, store, chunk_tokens=48, overlap=4)
+    report = ingest([note], settings, embedder=fake_embedder(fake_server), store_process=False)
+    assert report.ok and report.chunks > 30
+    writes = [w for call in calls for w in call]
+    parts = [n for has_record, n in writes if not has_record]
+    assert len(parts) >= 3 and all(8 <= n < 8 + 4 for n in parts)  # a part: the ready vectors, at least 8
+    assert writes[-1][0] and [w[0] for w in writes].count(True) == 1  # the record once, last
+    assert sum(n for _, n in writes) == report.chunks
+    knowledge = KnowledgeBase.open(settings)
+    assert knowledge.count() == report.chunks == knowledge.documents()[str(note)].chunks
+    assert len({c.metadata["chunk"] for c in knowledge.chunks_of(str(note))}) == report.chunks
+
+    # A new version in parts replaces the old one whole: none of the old chunks stay.
+    _long_note(note, "two", paragraphs=30)
+    again = ingest([note], settings, embedder=fake_embedder(fake_server), store_process=False)
+    chunks = KnowledgeBase.open(settings).chunks_of(str(note))
+    assert again.ok and len(chunks) == again.chunks and all("version two" in c.text or "version" not in c.text
+                                                            for c in chunks)
+
+
+def test_a_big_file_that_fails_after_parts_were_stored_leaves_only_its_old_version(
+        tmp_path, store, fake_server, monkeypatch):
+    import ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_PART_CHUNKS", 8)
+    note = tmp_path / "docs" / "long.md"
+    note.parent.mkdir()
+    _long_note(note, "one")
+    settings = fake_settings(fake_server, store, chunk_tokens=48, overlap=4, in_flight=1)
+    first = ingest([note], settings, embedder=fake_embedder(fake_server), store_process=False)
+    before = {c.id: c.text for c in KnowledgeBase.open(settings).chunks_of(str(note))}
+    assert first.ok and len(before) == first.chunks
+
+    calls = _spy_writes(monkeypatch)
+    _long_note(note, "two")
+    fake_server.delay = 0.1  # the writer stores parts while later requests are still out
+    fake_server.script(*["ok"] * 6, "500", "500")  # the 7th request fails past its one retry
+    report = ingest([note], settings, embedder=fake_embedder(fake_server, max_retries=1, in_flight=1),
+                    store_process=False)
+    assert [o.status for o in report.outcomes] == ["failed"] and "500" in report.outcomes[0].reason
+    assert any(not has_record for call in calls for has_record, _ in call)  # parts had been stored
+    knowledge = KnowledgeBase.open(settings)
+    # The failed version's parts are gone; the old version, record and chunks, is as it was.
+    assert {c.id: c.text for c in knowledge.chunks_of(str(note))} == before
+    assert knowledge.documents()[str(note)].chunks == len(before)
+    assert knowledge.count() == len(before)
