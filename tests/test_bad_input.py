@@ -223,3 +223,51 @@ def test_a_single_50_mb_line(tmp_path, fake_server):
     spans = sorted((c.metadata["start"], c.metadata["end"]) for c in chunks)
     assert spans[0][0] == 0 and spans[-1][1] == line.stat().st_size
     assert all(start <= previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:]))
+
+
+def test_real_third_party_pdfs(tmp_path, fake_server):
+    """pypdf's and OCRmyPDF's own test PDFs (114 files: RC4 and AES encryption R2 to R6, repaired and
+    invalid files, scans, forms, CAD drawings): each gets a clear outcome, none an internal error."""
+    from tests.rigs.thirdparty import ocrmypdf_resources, pypdf_resources
+
+    corpus = tmp_path / "pdfs"
+    shutil.copytree(pypdf_resources(), corpus / "pypdf")
+    shutil.copytree(ocrmypdf_resources(), corpus / "ocrmypdf")
+    files = {str(p) for p in corpus.rglob("*.pdf")}
+    store = tmp_path / "chroma"
+    flags = ["--endpoint", fake_server.url, "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(store),
+             "--json"]
+    run = kb("ingest", str(corpus), *flags, cwd=tmp_path, check=1)
+    outcomes = {f["source"]: f for f in json.loads(run.stdout)["files"]}
+    assert set(outcomes) == files
+    clear = ("encrypted PDF: pass --pdf-password to open it", "not a readable PDF (")
+    for source, outcome in outcomes.items():
+        if outcome["status"] == "failed":
+            assert outcome["reason"].startswith(clear), (source, outcome["reason"])
+            assert "DependencyError" not in outcome["reason"]  # AES needs `cryptography`: a dependency of kb
+        else:
+            assert outcome["status"] == "ingested", (source, outcome)
+            assert outcome["chunks"] > 0 or "no text layer" in " ".join(outcome["warnings"]), (source, outcome)
+    failed = {Path(s).name for s, o in outcomes.items() if o["status"] == "failed"}
+    assert "invalid.pdf" in failed and {"r4-aes-user-password.pdf", "r6-user-password.pdf"} <= {
+        Path(s).name for s, o in outcomes.items() if "password" in Path(s).name and o["status"] != "failed"
+    } | failed
+    from pypdf import PdfReader
+
+    for source, outcome in outcomes.items():  # "encrypted" only for files that are, and only those fail
+        if outcome["status"] == "failed" and Path(source).name != "invalid.pdf":
+            assert outcome["reason"].startswith("encrypted PDF") and PdfReader(source).is_encrypted, source
+    scans = [o for s, o in outcomes.items() if "/ocrmypdf/" in s and o["status"] == "ingested" and not o["chunks"]]
+    assert len(scans) > 20  # image-only pages: a warning, and no empty chunks stored
+    assert "Traceback" not in run.stderr
+
+    # The user password of pypdf's R2..R6 files opens them, RC4 and AES alike.
+    encrypted = corpus / "pypdf" / "encryption"
+    again = kb("ingest", str(encrypted), *flags, "--pdf-password", "asdfzxcv", cwd=tmp_path)
+    opened = {Path(f["source"]).name: f for f in json.loads(again.stdout)["files"]}
+    for name in ("r2-user-password.pdf", "r3-user-password.pdf", "r4-user-password.pdf", "r4-aes-user-password.pdf",
+                 "r5-user-password.pdf", "r6-user-password.pdf"):
+        assert opened[name]["status"] in ("ingested", "unchanged") and opened[name]["chunks"] > 0, (name, opened[name])
+    knowledge = KnowledgeBase.open(load_settings(chroma_path=store))
+    text = " ".join(c.text for c in knowledge.chunks_of(str(encrypted / "r6-user-password.pdf")))
+    assert text.strip() and all(c.text.strip() for c in knowledge.chunks_of(str(encrypted / "r6-user-password.pdf")))
