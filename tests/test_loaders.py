@@ -254,3 +254,20 @@ def test_a_pdf_changed_since_it_was_listed_is_stored_with_the_hash_of_what_was_r
     assert all(d.sha256 == loaded.sha256 for d in loaded.documents)
     assert loaded.warnings[0] == "changed while kb was reading it: the version read is stored"
     assert not load(pdf, sha256=sha256_of(pdf)).warnings
+
+
+def test_a_pdf_of_thousands_of_pages_is_read_page_by_page_within_the_cache_bound(tmp_path, monkeypatch):
+    import ingest.loaders as loaders
+    from tests.pdfmaker import hyperref_pdf
+
+    path = tmp_path / "thousands.pdf"
+    texts = hyperref_pdf(path, pages=3000, links_per_page=4)  # ~15,000 objects in object streams
+    seen = []
+    forget = loaders._forget
+    monkeypatch.setattr(loaders, "_forget", lambda reader, page: (seen.append(len(reader.resolved_objects)),
+                                                                  forget(reader, page)))
+    loaded = load(path)
+    assert loaded.pages == 3000 and [d.text for d in loaded.documents] == texts
+    assert [d.page for d in loaded.documents] == list(range(1, 3001))
+    assert max(seen) <= loaders._CACHED_OBJECTS + 200  # the bound, plus one object stream read whole
+    assert min(seen[-100:]) < max(seen)  # the cache was cleared as it went, not only at the end
