@@ -368,7 +368,7 @@ def _load_pdf_file(source: str, handle: BinaryIO, sha256: str | None, password: 
     handle.seek(0)
     loaded = _load_pdf(source, handle, before.st_size, digest, password)
     after = os.fstat(handle.fileno())
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
         raise LoadError(source, "changed while kb was reading it: nothing stored from it; run kb ingest again")
     if sha256 and sha256 != digest:
         loaded.warnings.insert(0, CHANGED_WHILE_READ)

@@ -107,12 +107,14 @@ class _Backlog:
     """Writes waiting for the writer, bounded in chunks: a store that falls behind holds the embedder
     back instead of letting vectors pile up in memory. Counted in chunks, not files: one PDF can bring
     thousands, and a file of more than `_PART_CHUNKS` comes in parts. Chunks count until they are
-    stored, so the write in progress is inside the bound too."""
+    stored, so the write in progress is inside the bound too. Writes enter in the order they were
+    offered: a file's small last write never overtakes its bigger part still waiting for room."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.chunks = limit, 0
         self.items: deque[_Write | None] = deque()
         self.changed = asyncio.Condition()
+        self.offered = self.admitted = 0  # tickets: first come, first in
 
     @staticmethod
     def _size(item: _Write | None) -> int:
@@ -120,8 +122,11 @@ class _Backlog:
 
     async def put(self, item: _Write | None) -> None:
         size = self._size(item)
+        ticket, self.offered = self.offered, self.offered + 1  # taken before the first await
         async with self.changed:
-            await self.changed.wait_for(lambda: self.chunks == 0 or self.chunks + size <= self.limit)
+            await self.changed.wait_for(lambda: self.admitted == ticket
+                                        and (self.chunks == 0 or self.chunks + size <= self.limit))
+            self.admitted += 1
             self.chunks += size
             self.items.append(item)
             self.changed.notify_all()
@@ -237,7 +242,7 @@ class _InFlight:
     remaining: int
     failed: str | None = None
     ready: list[int] = field(default_factory=list)  # back from the server, not yet handed to the writer
-    stored: list[str] = field(default_factory=list)  # ids written in parts before the final write
+    stored: list[str] = field(default_factory=list)  # ids of parts sent to the store (written, or maybe half)
 
 
 def prepare(
@@ -386,6 +391,7 @@ class _Run:
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
         self.writes = _Backlog(_WRITE_BACKLOG)
+        self.partial: dict[int, _InFlight] = {}  # files with parts sent to the store and no record yet
         self.slots = Gate(embedder.in_flight_limit)
         self.ensured = False
         self.stages = StageTimes()
@@ -597,9 +603,8 @@ class _Run:
             if not item.failed:
                 item.failed = reason
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
-                if len(item.pieces) > _PART_CHUNKS:  # parts may be stored: the writer takes them out again
-                    assert self.group is not None
-                    self.group.create_task(self.writes.put(_Write(item, [], final=True)))
+                if item.stored:
+                    self.partial[id(item)] = item  # its parts are taken out by the writer
 
     async def _write(self) -> None:
         finished = False
@@ -609,9 +614,6 @@ class _Run:
                 finished = True
                 items.pop()
             writes = [item for item in items if item is not None]
-            for write in writes:
-                if write.item.failed and write.final and write.item.stored:
-                    await self._take_out(write.item)
             live = [write for write in writes if not write.item.failed]
             # A file without chunks needs only its record; the chunk collection waits for a known dimension.
             if any(write.indices for write in live):
@@ -619,15 +621,24 @@ class _Run:
             if live:
                 await self._store(live)
             await self.writes.stored(writes)
+            for item in [item for item in self.partial.values() if item.failed]:
+                await self._take_out(item)
             give_back_memory()  # the written vectors' pages, or this process keeps its peak for the run
 
     async def _take_out(self, item: _InFlight) -> None:
-        """A file that failed after some of its parts were stored: those chunks go (its earlier version's
-        record and chunks, if any, stay: the parts never replaced them)."""
+        """A file that failed after some of its parts were sent to the store: those chunks go (its
+        earlier version's record and chunks, if any, stay: the parts never replaced them)."""
         assert self.kb is not None
+        self.partial.pop(id(item), None)
         record = self.records.get(item.loaded.source)
         if record is None or record.sha256 != item.loaded.sha256:  # same hash: the same ids, still vouched for
-            await asyncio.to_thread(self.kb.delete_chunks, item.stored)
+            try:
+                await asyncio.to_thread(self.kb.delete_chunks, item.stored)
+            except StoreError as exc:
+                for outcome in self.outcomes:
+                    if outcome.source == item.loaded.source and outcome.status == "failed":
+                        outcome.reason += f"; its {len(item.stored)} chunks stored so far could not be removed " \
+                                          f"({exc}): kb ingest --prune removes them"
         item.stored = []
 
     async def _ensure(self) -> None:
@@ -651,30 +662,29 @@ class _Run:
 
     async def _store(self, items: list[_Write]) -> None:
         assert self.kb is not None
+        # Built in order: a part's ids are in `stored` before a later write of its file is built, so that
+        # file's last write keeps (and its record vouches for) every part, in this call or before.
         writes = [self._document_write(item) for item in items]
         try:
             _, wall, cpu = await asyncio.to_thread(_timed, self.kb.write_documents, writes)
-            failures = {}
         except StoreError as exc:
             if len(writes) == 1:
-                failures, wall, cpu = {0: exc}, 0.0, 0.0
-            else:  # tell which file it was: write them one by one
-                failures, wall, cpu = {}, 0.0, 0.0
-                for position, write in enumerate(writes):
+                self._fail([(items[0].item, 0)], str(exc))
+            else:  # tell which file it was: write them one by one, in order
+                for queued, write in zip(items, writes):
+                    if queued.item.failed:
+                        continue  # a part of it failed: its last write must not vouch for the rest
                     try:
                         await asyncio.to_thread(self.kb.write_documents, [write])
                     except StoreError as single:
-                        failures[position] = single
+                        self._fail([(queued.item, 0)], str(single))
+            wall = cpu = 0.0
         self.stages.store_wall += wall
         self.stages.store_cpu = self.kb.cpu if isinstance(self.kb, StoreProcess) else self.stages.store_cpu + cpu
-        for position, (queued, write) in enumerate(zip(items, writes)):
+        for queued, write in zip(items, writes):
             item, loaded = queued.item, queued.item.loaded
-            if position in failures:
-                if not item.failed:
-                    self._fail([(item, 0)], str(failures[position]))
-            elif write.record is None:
-                item.stored.extend(write.ids)
-            else:
+            if write.record is not None and not item.failed:
+                self.partial.pop(id(item), None)
                 self._finish(FileOutcome(loaded.source, "ingested", write.record.chunks, write.record.tokens,
                                          warnings=loaded.warnings))
 
@@ -701,6 +711,8 @@ class _Run:
         for index in queued.indices:
             item.vectors[index] = None
         if not queued.final:  # a part: chunks only, vouched for by the record of the final write
+            item.stored.extend(ids)  # before the write: one that fails halfway is taken out whole
+            self.partial[id(item)] = item
             return DocumentWrite(None, ids, vectors, texts, metadatas)
         record = DocumentRecord(
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
@@ -708,8 +720,11 @@ class _Run:
             size=loaded.size, chunking=self.chunker.signature, ingested_at=now(),
             warnings="; ".join(loaded.warnings), language=loaded.language,
         )
+        earlier = tuple(item.stored)
+        item.stored.extend(ids)  # taken out again if this write fails halfway
+        self.partial[id(item)] = item
         return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records,
-                             earlier=tuple(item.stored))
+                             earlier=earlier)
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         assert self.kb is not None
@@ -722,3 +737,11 @@ class _Run:
                 self.outcomes.append(FileOutcome(source, "failed", reason=f"prune: {exc}"))
                 continue
             self.outcomes.append(FileOutcome(source, "pruned", removed))
+        try:
+            orphans = await asyncio.to_thread(self.kb.delete_orphans)
+        except KbError as exc:
+            self.outcomes.append(FileOutcome("(chunks without a record)", "failed", reason=f"prune: {exc}"))
+            return
+        for source, removed in sorted(orphans.items()):
+            self.outcomes.append(FileOutcome(source, "pruned", removed, warnings=[
+                "chunks without a record, left by a run killed or failed between the file's parts"]))

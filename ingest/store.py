@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -129,27 +130,31 @@ class StoreView:
     Chroma keeps one client system per store folder in a process and searches an index it loaded into
     memory: vectors another process adds later are in the store's files but not in that index, and a
     long-lived process (the UI, while `kb ingest` runs in a terminal) would go on searching without
-    them. So each system is paired with the state of the store's files as it last knew them; when they
-    change under it, the next `make_client` opens a new system (`current()` tells a holder to ask).
+    them. So every kb write leaves a new generation mark in the store folder (GENERATION_NAME), and
+    each system is paired with the mark it has seen; once the mark moves on (another process wrote),
+    the next `make_client` opens a new system. The old one is stopped when the last client holding it
+    is gone, never under a search or a write still using it. Writes by anything other than kb are not
+    marked: restart the UI after those.
     """
 
-    _lock = threading.Lock()
+    _lock = threading.RLock()  # re-entered when a finalizer runs while this thread holds it
     _latest: dict[str, StoreView] = {}  # per folder, as Chroma keys its systems: process-wide like them
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.state = _file_state(folder)
-        self._writers = 0
+    def __init__(self, folder: str, system: Any) -> None:  # noqa: ANN401 - chromadb's System
+        self.folder, self._system = folder, system
+        self.generation = _generation(folder)
+        self._writers = self._clients = 0
+        self._retired = False
 
     def current(self) -> bool:
         """False once another process has written to the store, or a newer system replaced this one."""
         with self._lock:
-            return self._latest.get(self.folder) is self and self.state == _file_state(self.folder)
+            return self._latest.get(self.folder) is self and self.generation == _generation(self.folder)
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """This process writes through its own system, which sees the write: not a reason to reopen it,
-        during the write (another thread opening a client then must not stop it) or after."""
+        """This process writes through its own system, which sees the write: a new mark for the others,
+        not a reason to reopen here."""
         with self._lock:
             self._writers += 1
         try:
@@ -157,7 +162,28 @@ class StoreView:
         finally:
             with self._lock:
                 self._writers -= 1
-                self.state = _file_state(self.folder)
+                self.generation = _mark(self.folder)
+
+    def _attach(self, client: Any) -> None:  # noqa: ANN401
+        self._clients += 1
+        weakref.finalize(client, self._detach)
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._clients -= 1
+            if self._retired and self._clients == 0:
+                self._system.stop()  # gives back its files and memory
+
+    def _retire(self) -> None:
+        """Out of Chroma's cache, so the next client loads the store afresh; stopped once unused."""
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        with SharedSystemClient._refcount_lock:
+            SharedSystemClient._identifier_to_system.pop(self.folder, None)
+            SharedSystemClient._identifier_to_refcount.pop(self.folder, None)
+        self._retired = True
+        if self._clients == 0:
+            self._system.stop()
 
     @classmethod
     def client(cls, folder: str, chroma_settings: Any) -> tuple[Any, StoreView]:  # noqa: ANN401
@@ -165,38 +191,38 @@ class StoreView:
 
         with cls._lock:
             view = cls._latest.get(folder)
-            if view is not None and not view._writers and view.state != _file_state(folder):
-                _forget_system(folder)
+            if view is not None and not view._writers and view.generation != _generation(folder):
+                view._retire()
                 view = None
             client = chromadb.PersistentClient(path=folder, settings=chroma_settings)
-            if view is None:  # the state once open: opening writes to the store itself
-                view = cls._latest[folder] = StoreView(folder)
+            if view is None:
+                view = cls._latest[folder] = StoreView(folder, client._system)
+            view._attach(client)
             return client, view
 
 
-def _file_state(folder: str) -> tuple[tuple[int, int] | None, ...]:
-    """Chroma's SQLite files change with every write to the store, by any process; reads leave them alone."""
-    state = []
-    for name in ("chroma.sqlite3", "chroma.sqlite3-wal"):
-        try:
-            found = os.stat(os.path.join(folder, name))
-            state.append((found.st_mtime_ns, found.st_size))
-        except OSError:
-            state.append(None)
-    return tuple(state)
+GENERATION_NAME = ".kb-generation"
 
 
-def _forget_system(folder: str) -> None:
-    """Stop Chroma's cached system for `folder` so the next client loads the store afresh (Chroma has no
-    public call for one folder). Stopped, it gives back its files and memory; a holder of the old one
-    finds it not `current()` and opens again."""
-    from chromadb.api.shared_system_client import SharedSystemClient
+def _generation(folder: str) -> str | None:
+    try:
+        with open(os.path.join(folder, GENERATION_NAME)) as handle:
+            return handle.read()
+    except OSError:
+        return None
 
-    with SharedSystemClient._refcount_lock:
-        system = SharedSystemClient._identifier_to_system.pop(folder, None)
-        SharedSystemClient._identifier_to_refcount.pop(folder, None)
-    if system is not None:
-        system.stop()
+
+def _mark(folder: str) -> str:
+    """A new generation mark, written whole (a reader never sees half of one)."""
+    mark = os.urandom(8).hex()
+    temporary = os.path.join(folder, f"{GENERATION_NAME}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(mark)
+        os.replace(temporary, os.path.join(folder, GENERATION_NAME))
+    except OSError:
+        return _generation(folder) or ""  # a read-only store is not written either
+    return mark
 
 
 def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
@@ -419,9 +445,9 @@ class KnowledgeBase:
         """
         if not writes:
             return
+        self._open_existing()
         if any(w.ids for w in writes) and self._chunks is None:
             raise StoreError("collection not created: call ensure() first")
-        self._open_existing()
         self._ensure_docs()
         names = ", ".join(w.source for w in writes[:3]) + (f" and {len(writes) - 3} more" if len(writes) > 3 else "")
         with self._writing():
@@ -467,6 +493,24 @@ class KnowledgeBase:
                     self._delete_ids(list(ids))
             except Exception as exc:
                 raise StoreError(f"cannot delete chunks from collection {self.name!r}: {exc}") from None
+
+    def delete_orphans(self) -> dict[str, int]:
+        """Remove chunks no record vouches for (left by a run killed or failed between a big file's parts);
+        how many went, by source."""
+        if not self._open_existing():
+            return {}
+        sources = sorted(self.documents())
+        where = {"source": {"$nin": sources}} if sources else None
+        try:
+            got = self._chunks.get(where=where, include=["metadatas"])
+            found: dict[str, list[str]] = {}
+            for chunk_id_, metadata in zip(got["ids"], got["metadatas"] or []):
+                found.setdefault(str((metadata or {}).get("source", "")), []).append(chunk_id_)
+            with self._writing():
+                self._delete_ids([i for ids in found.values() for i in ids])
+        except Exception as exc:
+            raise StoreError(f"cannot remove orphan chunks from collection {self.name!r}: {exc}") from None
+        return {source: len(ids) for source, ids in found.items()}
 
     def delete_document(self, source: str) -> int:
         """Remove a document and its chunks. Returns how many chunks went."""
@@ -593,6 +637,9 @@ class StoreProcess:
 
     def delete_chunks(self, ids: Sequence[str]) -> None:
         self._call("delete_chunks", list(ids))
+
+    def delete_orphans(self) -> dict[str, int]:
+        return self._call("delete_orphans")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hmac
 import html
 import re
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -409,13 +411,21 @@ def signed_in(current: Settings) -> bool:
         submitted = st.form_submit_button("Sign in")
     if submitted:
         expected = current.ui_password.get_secret_value().encode()
-        if hmac.compare_digest(given.encode(), expected):
+        with _sign_in_gate():  # one try at a time for the whole server: guesses from many tabs queue up
+            right = hmac.compare_digest(given.encode(), expected)
+            if not right:
+                time.sleep(WRONG_PASSWORD_DELAY)
+        if right:
             st.session_state["signed_in"] = True
             del st.session_state["password"]
             st.rerun()
-        time.sleep(WRONG_PASSWORD_DELAY)
         st.error("Wrong password.")
     return False
+
+
+@st.cache_resource(show_spinner=False)
+def _sign_in_gate() -> threading.Lock:
+    return threading.Lock()
 
 
 def main() -> None:
@@ -423,7 +433,9 @@ def main() -> None:
     try:
         current = settings()
     except KbError as exc:
-        st.error(str(exc))
+        # Before sign-in nothing about the setup is shown: the reason goes to the server's log.
+        print(f"kb UI: {exc}", file=sys.stderr)
+        st.error("kb cannot start: its settings are invalid (the reason is in the server's log).")
         return
     if not signed_in(current):
         return

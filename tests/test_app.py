@@ -240,3 +240,13 @@ def test_search_finds_what_kb_ingest_wrote_while_the_ui_was_running(app_env):
     at.text_input(key="query").set_value("how do volcanoes erupt? ").run()
     assert not at.exception and not at.error
     assert "volcanoes.pdf" in " ".join(bodies(at))
+
+
+def test_invalid_settings_say_so_without_showing_them(app_env, monkeypatch):
+    monkeypatch.setenv("KB_UI_PASSWORD", "pw")
+    monkeypatch.setenv("KB_CHROMA_PATH", str(app_env / "secret-place"))
+    monkeypatch.setenv("KB_CHUNK_TOKENS", "not-a-number")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and not at.sidebar.radio
+    assert [e.value for e in at.error] == ["kb cannot start: its settings are invalid (the reason is in the server's log)."]
+    assert "secret-place" not in str(at) and "chunk_tokens" not in str(at)

@@ -448,3 +448,57 @@ def test_a_big_file_that_fails_after_parts_were_stored_leaves_only_its_old_versi
     assert {c.id: c.text for c in knowledge.chunks_of(str(note))} == before
     assert knowledge.documents()[str(note)].chunks == len(before)
     assert knowledge.count() == len(before)
+
+
+def test_a_big_files_record_never_overtakes_its_parts(tmp_path, store, fake_server, monkeypatch):
+    """With a slow store and a small backlog, a file's small last write could get room before its bigger
+    part still waiting: the backlog admits writes in the order they were offered."""
+    import time as clock
+
+    import ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_PART_CHUNKS", 6)
+    monkeypatch.setattr(pipeline, "_WRITE_BACKLOG", 10)
+    order: list[tuple[str, bool]] = []
+    real = KnowledgeBase.write_documents
+
+    def slow(self, writes):
+        clock.sleep(0.3)
+        order.extend((w.source, w.record is not None) for w in writes)
+        return real(self, writes)
+
+    monkeypatch.setattr(KnowledgeBase, "write_documents", slow)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    names = [f"{n}.md" for n in "abcdef"]
+    for number, name in enumerate(names):
+        _long_note(folder / name, name, paragraphs=9 + 2 * number)
+    settings = fake_settings(fake_server, store, chunk_tokens=48, overlap=4, batch_inputs=2)
+    report = ingest([folder], settings, embedder=fake_embedder(fake_server), store_process=False)
+    assert report.ok
+    for name in names:
+        writes = [has_record for source, has_record in order if source.endswith(name)]
+        assert writes.count(True) == 1 and writes[-1], (name, writes)  # the record, once, after every part
+    knowledge = KnowledgeBase.open(settings)
+    assert knowledge.count() == report.chunks == sum(r.chunks for r in knowledge.documents().values())
+
+
+def test_prune_removes_chunks_no_record_vouches_for(tmp_path, store, fake_server):
+    """What a run killed between a big file's parts leaves when the file is then deleted."""
+    from ingest.store import DocumentWrite
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    _long_note(folder / "kept.md", "kept", paragraphs=3)
+    settings = fake_settings(fake_server, store)
+    ingest([folder], settings, embedder=fake_embedder(fake_server), store_process=False)
+    knowledge = KnowledgeBase.open(settings)
+    gone = str(folder / "gone.md")
+    vectors = np.ones((2, fake_server.dim), np.float32)
+    knowledge.write_documents([DocumentWrite(None, ["orphan-1", "orphan-2"], vectors, ["x", "y"],
+                                             [{"source": gone, "sha256": "s", "chunk": i} for i in range(2)])])
+    before = knowledge.count()
+    report = ingest([folder], settings, embedder=fake_embedder(fake_server), prune=True, store_process=False)
+    pruned = report.of("pruned")
+    assert [(o.source, o.chunks) for o in pruned] == [(gone, 2)] and "without a record" in pruned[0].warnings[0]
+    assert KnowledgeBase.open(settings).count() == before - 2

@@ -250,3 +250,29 @@ def test_a_long_lived_process_sees_what_another_process_wrote(tmp_path):
         descriptors.append(len(os.listdir("/proc/self/fd")))
     # Each replaced Chroma system is stopped: files and memory do not pile up with every reload.
     assert descriptors[-1] <= descriptors[0] + 2, descriptors
+
+
+def test_a_reader_elsewhere_does_not_reload_the_store_and_a_held_client_keeps_working(tmp_path):
+    """Another process only reading (kb search, kb status) leaves the view current; after a write
+    elsewhere, a client still held here (a search under way in another UI session) keeps working
+    until it is let go, and only then is its Chroma system stopped."""
+    import subprocess
+    import sys
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="unit")
+    held = KnowledgeBase.open(settings)
+    held.ensure(SPEC)
+    write(held, "/mine.txt", "v1", 1)
+    reading = "from ingest.settings import load_settings; from ingest.store import KnowledgeBase; " \
+              f"print(KnowledgeBase.open(load_settings(chroma_path={str(tmp_path / 'chroma')!r}, collection='unit')).count())"
+    assert subprocess.run([sys.executable, "-c", reading], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.strip() == "1"
+    assert held.current()
+    subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / "chroma"), "/theirs.txt"], check=True, cwd=ROOT,
+                   timeout=120)
+    assert not held.current()
+    fresh = KnowledgeBase.open(settings)  # a new system; the held one is retired, not stopped
+    assert fresh.current() and fresh.count() == 2
+    vector = np.array([1, 0, 0, 0], np.float32) + 0.01
+    assert held.query(vector, k=5) and held.documents()  # still answers (from what it had loaded)
+    assert {h.metadata["source"] for h in fresh.query(vector, k=5)} == {"/mine.txt", "/theirs.txt"}
