@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import SimulatedServer
+from tests.conftest import _stop
 
 ROOT = Path(__file__).resolve().parent.parent
 KB = str(Path(sys.executable).parent / "kb")
@@ -236,7 +237,7 @@ def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path
             page = _upload(browser, url, files)
             page.get_by_text(f"Done: {UI_FILES} files.").wait_for(timeout=600_000)
             page.close()
-            _stop_ui(ui)
+            _stop(ui)
         finally:
             browser.close()
 
@@ -255,11 +256,3 @@ def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path
     assert after["ids"] == expected["ids"] and after["texts"] == expected["texts"]
     assert after["records"] == expected["records"]
     print(f"a whole upload: {whole:.1f} s; {kills} kills at {sorted(moments)} s")
-
-
-def _stop_ui(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()

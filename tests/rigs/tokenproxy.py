@@ -11,9 +11,8 @@ import getpass
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Self
 
-from bench.run import free_port, wait_http
+from bench.run import _ServerProcess, free_port, wait_http
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -50,7 +49,7 @@ http {{
 """
 
 
-class TokenProxy:
+class TokenProxy(_ServerProcess):
     """nginx on a free loopback port, passing to `upstream` only requests that carry `token`."""
 
     def __init__(self, upstream: str, token: str, work: Path, header: str = "Authorization") -> None:
@@ -72,17 +71,3 @@ class TokenProxy:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
