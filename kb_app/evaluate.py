@@ -1,0 +1,209 @@
+"""Retrieval quality on a judged query set: `kb eval`.
+
+A set comes in the BEIR/MTEB layout: `corpus.jsonl` ({"_id", "title", "text"}), `queries.jsonl`
+({"_id", "text"}), and judgements in `qrels/<split>.tsv` (query-id, corpus-id, score; a header line).
+The corpus goes through kb's own pipeline (each document a Markdown file, so chunking, the instruction
+and the model are kb's), searches return passages, and a document ranks where its best passage does.
+Scores are the usual ones: nDCG@10 (graded, log2 discount), Recall@k, MRR@10, each averaged over the
+queries that have at least one relevant document.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ingest.errors import KbError
+from ingest.pipeline import IngestReport, Progress, ingest
+from ingest.settings import Settings
+
+from .search import Searcher
+
+RECALL_AT = (1, 5, 10, 100)
+
+
+class EvalError(KbError):
+    """A query set that cannot be read: the message names the file and the line."""
+
+
+@dataclass
+class EvalSet:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # id -> (title, text)
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # query id -> {document id: relevance > 0}
+
+
+def _jsonl(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise EvalError(f"{path} is missing: a BEIR set has corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+            missing = [name for name in fields if name not in row]
+            if missing:
+                raise EvalError(f"{path}, line {number}: no {', '.join(repr(m) for m in missing)}")
+            rows.append(row)
+    return rows
+
+
+def load_beir(folder: str | Path, split: str = "test") -> EvalSet:
+    """A BEIR-layout set; only queries with a judgement in `split` are kept."""
+    folder = Path(folder)
+    corpus = {str(r["_id"]): (str(r.get("title") or ""), str(r["text"])) for r in _jsonl(folder / "corpus.jsonl", ["_id", "text"])}
+    queries = {str(r["_id"]): str(r["text"]) for r in _jsonl(folder / "queries.jsonl", ["_id", "text"])}
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise EvalError(f"{qrels_path} is missing: the judgements for split {split!r} (--split)")
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (number == 1 and not row[-1].strip().lstrip("-").isdigit()):
+                continue  # blank, or the header line
+            if len(row) < 3:
+                raise EvalError(f"{qrels_path}, line {number}: expected query-id, corpus-id and score")
+            query, document, score = row[0].strip(), row[1].strip(), row[-1].strip()
+            try:
+                relevance = int(float(score))
+            except ValueError:
+                raise EvalError(f"{qrels_path}, line {number}: score {score!r} is not a number") from None
+            if query not in queries:
+                raise EvalError(f"{qrels_path}, line {number}: query {query!r} is not in queries.jsonl")
+            if document not in corpus:
+                raise EvalError(f"{qrels_path}, line {number}: document {document!r} is not in corpus.jsonl")
+            if relevance > 0:
+                qrels.setdefault(query, {})[document] = relevance
+    if not qrels:
+        raise EvalError(f"{qrels_path}: no query has a relevant document")
+    return EvalSet(folder.name, corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+# -- scores ----------------------------------------------------------------------------------
+
+
+def ndcg(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    gain = sum((2 ** relevant.get(doc, 0) - 1) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
+    ideal = sum((2 ** grade - 1) / math.log2(rank + 2)
+                for rank, grade in enumerate(sorted(relevant.values(), reverse=True)[:k]))
+    return gain / ideal if ideal else 0.0
+
+
+def recall(ranked: Sequence[str], relevant: dict[str, int], k: int) -> float:
+    return len(set(ranked[:k]) & set(relevant)) / len(relevant)
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> float:
+    return next((1.0 / (rank + 1) for rank, doc in enumerate(ranked[:k]) if doc in relevant), 0.0)
+
+
+# -- a run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class QueryResult:
+    id: str
+    query: str
+    relevant: dict[str, int]
+    ranked: list[str]  # document ids, best first (top 100)
+    ndcg_at_10: float
+    mrr_at_10: float
+    recall: dict[str, float]
+
+
+@dataclass
+class EvalReport:
+    set: str
+    collection: str
+    model: str
+    queries: int
+    documents: int
+    scores: dict[str, float]
+    seconds_per_query: float
+    per_query: list[QueryResult] = field(default_factory=list)
+    ingest: dict[str, Any] | None = None
+
+    def to_dict(self, per_query: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not per_query:
+            data.pop("per_query")
+        return data
+
+
+def _file_name(document_id: str) -> str:
+    """A file per document, its id readable in the name and unique whatever characters it holds."""
+    slug = re.sub(r"[^\w.-]+", "_", document_id)[:80].strip("._") or "doc"
+    return f"{slug}-{hashlib.sha256(document_id.encode()).hexdigest()[:10]}.md"
+
+
+def write_corpus(evalset: EvalSet, folder: Path) -> dict[str, str]:
+    """Each document as a Markdown file (its title as the heading); file path -> document id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = {}
+    for document_id, (title, text) in evalset.corpus.items():
+        path = folder / _file_name(document_id)
+        body = f"# {title}\n\n{text}\n" if title else f"{text}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != body:
+            path.write_text(body, encoding="utf-8")
+        sources[str(path)] = document_id
+    return sources
+
+
+def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus: bool = True,
+             progress: Progress | None = None) -> EvalReport:
+    """Ingest the set's corpus into `settings.collection` (unchanged documents are skipped) and score every
+    judged query against it."""
+    sources = write_corpus(evalset, work / evalset.name / "corpus")
+    report: IngestReport | None = None
+    if ingest_corpus:
+        report = ingest([work / evalset.name / "corpus"], settings, progress=progress, prune=True)
+        if not report.ok:
+            failed = report.of("failed")
+            raise EvalError(f"{len(failed)} corpus documents could not be ingested (first: {failed[0].source}: "
+                            f"{failed[0].reason})")
+    searcher = Searcher(settings)
+    ids = list(evalset.queries)
+    started = time.perf_counter()
+    responses = searcher.search_many([evalset.queries[q] for q in ids], k=max(RECALL_AT) * 3)
+    seconds = (time.perf_counter() - started) / max(1, len(ids))
+    results = []
+    for query_id, response in zip(ids, responses):
+        ranked: list[str] = []
+        for hit in response.results:  # a document ranks where its best passage does
+            document = sources.get(hit.source)
+            if document is not None and document not in ranked:
+                ranked.append(document)
+        relevant = evalset.qrels[query_id]
+        results.append(QueryResult(
+            query_id, evalset.queries[query_id], relevant, ranked[: max(RECALL_AT)],
+            ndcg(ranked, relevant), reciprocal_rank(ranked, relevant),
+            {f"recall@{k}": recall(ranked, relevant, k) for k in RECALL_AT},
+        ))
+    scores = {
+        "ndcg@10": _mean(r.ndcg_at_10 for r in results),
+        **{f"recall@{k}": _mean(r.recall[f"recall@{k}"] for r in results) for k in RECALL_AT},
+        "mrr@10": _mean(r.mrr_at_10 for r in results),
+    }
+    return EvalReport(
+        evalset.name, settings.collection, searcher.spec.model, len(results), len(evalset.corpus),
+        {name: round(value, 4) for name, value in scores.items()}, round(seconds, 4), results,
+        {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
+         "chunks": report.chunks} if report else None,
+    )
+
+
+def _mean(values: Any) -> float:  # noqa: ANN401
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

