@@ -519,10 +519,12 @@ def eval_command(
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return
-    table = Table("score", "value", title=f"{report.set}: {report.queries} queries, {report.documents} documents, "
-                                          f"collection {report.collection} ({report.model})")
+    table = Table("score", "all queries", *[f"{kind} queries" for kind in report.by_kind],
+                  title=f"{report.set}: {report.queries} queries, {report.documents} documents, "
+                        f"collection {report.collection} ({report.model})")
     for name, value in report.scores.items():
-        table.add_row(name, f"{value:.4f}")
+        number = (lambda v: str(v)) if name == "queries" else (lambda v: f"{v:.4f}")
+        table.add_row(name, number(value), *[number(kind[name]) for kind in report.by_kind.values()])
     table.add_row("seconds per query", f"{report.seconds_per_query:.4f}")
     out.print(table)
 

@@ -134,6 +134,7 @@ class EvalReport:
     seconds_per_query: float
     per_query: list[QueryResult] = field(default_factory=list)
     ingest: dict[str, Any] | None = None
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self, per_query: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -191,17 +192,24 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
             ndcg(ranked, relevant), reciprocal_rank(ranked, relevant),
             {f"recall@{k}": recall(ranked, relevant, k) for k in RECALL_AT},
         ))
+    # Query ids of the form "kind:..." (title:, para: in bench.evalsets) are also scored by kind.
+    kinds = sorted({r.id.split(":", 1)[0] for r in results}) if all(":" in r.id for r in results) else []
+    return EvalReport(
+        evalset.name, settings.collection, searcher.spec.model, len(results), len(evalset.corpus),
+        _scores(results), round(seconds, 4), results,
+        {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
+         "chunks": report.chunks} if report else None,
+        {kind: _scores([r for r in results if r.id.startswith(kind + ":")]) for kind in kinds} if len(kinds) > 1 else {},
+    )
+
+
+def _scores(results: Sequence[QueryResult]) -> dict[str, float]:
     scores = {
         "ndcg@10": _mean(r.ndcg_at_10 for r in results),
         **{f"recall@{k}": _mean(r.recall[f"recall@{k}"] for r in results) for k in RECALL_AT},
         "mrr@10": _mean(r.mrr_at_10 for r in results),
     }
-    return EvalReport(
-        evalset.name, settings.collection, searcher.spec.model, len(results), len(evalset.corpus),
-        {name: round(value, 4) for name, value in scores.items()}, round(seconds, 4), results,
-        {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
-         "chunks": report.chunks} if report else None,
-    )
+    return {name: round(value, 4) for name, value in scores.items()} | {"queries": len(results)}
 
 
 def _mean(values: Any) -> float:  # noqa: ANN401

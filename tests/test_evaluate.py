@@ -70,8 +70,8 @@ def sample_set(tmp_path_factory) -> Path:
         loaded = load(path)
         ids[str(path.relative_to(ROOT))] = path.stem
         corpus.append({"_id": path.stem, "title": loaded.title, "text": "\n\n".join(d.text for d in loaded.documents)})
-    queries = [{"_id": f"q{n}", "text": question} for n, (question, _, _, _) in enumerate(QUESTIONS)]
-    qrels = [(f"q{n}", ids[expected], 1) for n, (_, _, expected, _) in enumerate(QUESTIONS)]
+    queries = [{"_id": f"{language}:q{n}", "text": question} for n, (question, language, _, _) in enumerate(QUESTIONS)]
+    qrels = [(f"{language}:q{n}", ids[expected], 1) for n, (_, language, expected, _) in enumerate(QUESTIONS)]
     return _beir(tmp_path_factory.mktemp("beir") / "samples-xling", corpus, queries, qrels)
 
 
@@ -87,7 +87,9 @@ def test_kb_eval_on_the_sample_set_holds_its_recorded_quality(sample_set, tmp_pa
     for name, recorded in RECORDED.items():
         assert report["scores"][name] >= recorded - NOISE, (name, report["scores"])
     rows = [json.loads(line) for line in per_query.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"q{n}" for n in range(len(QUESTIONS))]
+    assert [r["id"] for r in rows] == [f"{q[1]}:q{n}" for n, q in enumerate(QUESTIONS)]
+    # Ids of the form "kind:..." are scored by kind as well: here the question's language.
+    assert {kind: scores["queries"] for kind, scores in report["by_kind"].items()} == {"en": 3, "zh": 6}
     assert all(r["ranked"] and set(r["relevant"]) <= set(r["ranked"]) for r in rows)  # 8 documents: all ranked
 
     # Searching the collection as it is gives the same scores; the table names each score.
@@ -97,6 +99,7 @@ def test_kb_eval_on_the_sample_set_holds_its_recorded_quality(sample_set, tmp_pa
     table = subprocess.run([KB, "eval", str(sample_set), *flags], capture_output=True, text=True, timeout=900,
                            cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
     assert table.returncode == 0 and "ndcg@10" in table.stdout and "recall@100" in table.stdout
+    assert "zh queries" in table.stdout
     print(report["scores"])
 
 
