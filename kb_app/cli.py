@@ -484,6 +484,8 @@ def eval_command(
         "--ingest/--no-ingest", help="Ingest the corpus first (unchanged documents are skipped)")] = True,
     work: Annotated[Path, typer.Option(help="Where the corpus is written as files")] = Path.home() / ".cache" / "kb" / "eval",
     per_query: Annotated[Optional[Path], typer.Option(help="Write each query's results here (JSON lines)")] = None,
+    vary: Annotated[Optional[list[str]], typer.Option(
+        help="A variant to score beside the base settings, e.g. 'chunk_tokens=256;overlap=32' (repeatable)")] = None,
     endpoint: Endpoint = None,
     model: Model = None,
     chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
@@ -498,7 +500,7 @@ def eval_command(
     config: Config = None,
 ) -> None:
     """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
-    from kb_app.evaluate import evaluate, load_beir
+    from kb_app.evaluate import compare, evaluate, load_beir, parse_variant
 
     try:
         evalset = load_beir(path, split)
@@ -507,10 +509,17 @@ def eval_command(
             chunk_tokens=chunk_tokens, overlap=overlap, instruction=instruction, query_task=query_task,
             dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, config=config,
         )
+        variants = [parse_variant(v) for v in vary or []]
         with RichProgress(err) as progress:
-            report = evaluate(evalset, settings, work, ingest_corpus=ingest_corpus, progress=progress)
+            if variants:
+                runs = compare(evalset, settings, variants, work, ingest_corpus=ingest_corpus, progress=progress)
+            else:
+                report = evaluate(evalset, settings, work, ingest_corpus=ingest_corpus, progress=progress)
     except KbError as exc:
         _fail(str(exc))
+        return
+    if variants:
+        _print_comparison(runs, as_json)
         return
     if per_query:
         with per_query.open("w", encoding="utf-8") as handle:
@@ -526,6 +535,21 @@ def eval_command(
         number = (lambda v: str(v)) if name == "queries" else (lambda v: f"{v:.4f}")
         table.add_row(name, number(value), *[number(kind[name]) for kind in report.by_kind.values()])
     table.add_row("seconds per query", f"{report.seconds_per_query:.4f}")
+    out.print(table)
+
+
+def _print_comparison(runs: list, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps([{"variant": label, **report.to_dict()} for label, report in runs],
+                                    ensure_ascii=False, indent=2) + "\n")
+        return
+    first = runs[0][1]
+    names = [name for name in first.scores if name != "queries"]
+    table = Table("variant", "collection", *names, "s/query",
+                  title=f"{first.set}: {first.queries} queries, {first.documents} documents")
+    for label, report in runs:
+        table.add_row(label, report.collection, *[f"{report.scores[n]:.4f}" for n in names],
+                      f"{report.seconds_per_query:.4f}")
     out.print(table)
 
 

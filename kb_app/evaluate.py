@@ -215,3 +215,35 @@ def _scores(results: Sequence[QueryResult]) -> dict[str, float]:
 def _mean(values: Any) -> float:  # noqa: ANN401
     values = list(values)
     return sum(values) / len(values) if values else 0.0
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    """`name=value;name=value` -> settings to change (values are checked by Settings itself)."""
+    changes = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise EvalError(f"--vary {text!r}: expected name=value (e.g. chunk_tokens=256;overlap=32)")
+        changes[name.strip().replace("-", "_")] = value.strip()
+    return changes
+
+
+def compare(evalset: EvalSet, base: Settings, variants: Sequence[dict[str, str]], work: Path, *,
+            ingest_corpus: bool = True, progress: Progress | None = None) -> list[tuple[str, EvalReport]]:
+    """The base settings and each variant scored on the same set in one run, each in a collection of its
+    own (a different model, chunking or instruction makes different vectors)."""
+    from ingest.settings import load_settings
+
+    runs = []
+    for changes in [{}, *variants]:
+        label = ";".join(f"{k}={v}" for k, v in changes.items()) or "base"
+        flags = {**{k: v for k, v in base.model_dump().items() if k in base.model_fields_set}, **changes}
+        digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+        flags["collection"] = base.collection if not changes else f"{base.collection}-{digest}"
+        try:
+            settings = load_settings(**flags)
+        except KbError as exc:
+            raise EvalError(f"--vary {label}: {exc}") from None
+        runs.append((label, evaluate(evalset, settings, work, ingest_corpus=ingest_corpus, progress=progress)))
+    return runs
+

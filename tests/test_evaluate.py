@@ -107,3 +107,18 @@ def test_kb_eval_says_what_is_wrong_with_a_set(tmp_path):
     run = subprocess.run([KB, "eval", str(tmp_path / "missing"), "--chroma-path", str(tmp_path / "c")],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"})
     assert run.returncode == 2 and "corpus.jsonl is missing" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_kb_eval_compares_variants_side_by_side(sample_set, tmp_path):
+    flags = ["--chroma-path", str(tmp_path / "chroma"), "--work", str(tmp_path / "work")]
+    run = subprocess.run([KB, "eval", str(sample_set), *flags, "--vary", "chunk_tokens=64;overlap=8", "--json"],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    runs = json.loads(run.stdout)
+    assert [r["variant"] for r in runs] == ["base", "chunk_tokens=64;overlap=8"]
+    assert runs[0]["collection"] == "eval-samples-xling" and runs[1]["collection"].startswith("eval-samples-xling-")
+    assert runs[1]["ingest"]["chunks"] > runs[0]["ingest"]["chunks"]  # smaller chunks: more of them
+    assert all(r["queries"] == len(QUESTIONS) for r in runs)
+    bad = subprocess.run([KB, "eval", str(sample_set), *flags, "--vary", "chunk_tokens"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path, env={**os.environ, "COLUMNS": "300"})
+    assert bad.returncode == 2 and "expected name=value" in bad.stderr
