@@ -111,6 +111,10 @@ class RichProgress:
             )
 
     def start(self, files: int, total_bytes: int) -> None:
+        # A new run (kb eval --vary ingests once per variant): counts start again.
+        self.files = self.chunks = self.planned_chunks = self.tokens = 0
+        if self.task is not None:
+            self.bar.remove_task(self.task)
         self.files_total = files
         self.task = self.bar.add_task("ingest", total=max(total_bytes, 1), files="", chunks="", tokens=0)
         self._update()
