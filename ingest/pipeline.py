@@ -603,8 +603,6 @@ class _Run:
             if not item.failed:
                 item.failed = reason
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
-                if item.stored:
-                    self.partial[id(item)] = item  # its parts are taken out by the writer
 
     async def _write(self) -> None:
         finished = False
@@ -710,9 +708,12 @@ class _Run:
                    else np.zeros((0, self.embedder.dimension or 1), np.float32))
         for index in queued.indices:
             item.vectors[index] = None
+        # Counted before the write, so one that fails halfway is taken out whole (the writer, `_take_out`);
+        # a file's last write keeps, and its record vouches for, every part counted before it.
+        earlier = tuple(item.stored)
+        item.stored.extend(ids)
+        self.partial[id(item)] = item
         if not queued.final:  # a part: chunks only, vouched for by the record of the final write
-            item.stored.extend(ids)  # before the write: one that fails halfway is taken out whole
-            self.partial[id(item)] = item
             return DocumentWrite(None, ids, vectors, texts, metadatas)
         record = DocumentRecord(
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
@@ -720,9 +721,6 @@ class _Run:
             size=loaded.size, chunking=self.chunker.signature, ingested_at=now(),
             warnings="; ".join(loaded.warnings), language=loaded.language,
         )
-        earlier = tuple(item.stored)
-        item.stored.extend(ids)  # taken out again if this write fails halfway
-        self.partial[id(item)] = item
         return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records,
                              earlier=earlier)
 

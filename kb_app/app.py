@@ -239,6 +239,13 @@ def upload_page(current: Settings) -> None:
         st.dataframe(report, hide_index=True, width="stretch")
 
 
+def ingest_here(paths: list[str], current: Settings, **options: Any) -> IngestReport:
+    """`ingest` as the UI runs it. This process keeps the embedded store open for searches, so writes go
+    through the same client; and a browser does not wait behind another writer (`kb ingest` on the same
+    store): it says so at once."""
+    return ingest(paths, current.model_copy(update={"lock_wait": 0.0}), store_process=False, **options)
+
+
 def ingest_uploads(current: Settings, files: list[Any]) -> None:
     rows: list[dict[str, Any]] = []
     if len(files) > current.max_upload_files:
@@ -259,10 +266,7 @@ def ingest_uploads(current: Settings, files: list[Any]) -> None:
         rows.append({"file": file.name, "outcome": "refused", "passages": 0, "detail": reason})
     if saved:
         progress = StreamlitProgress(saved)
-        # This process keeps the embedded store open for searches: writes must go through the same client.
-        # A browser does not wait behind another writer (`kb ingest` on the same store): it says so at once.
-        report: IngestReport = ingest(list(saved), current.model_copy(update={"lock_wait": 0.0}), progress=progress,
-                                      store_process=False)
+        report = ingest_here(list(saved), current, progress=progress)
         for outcome in report.outcomes:
             rows.append({
                 "file": saved.get(outcome.source, display_name(outcome.source)),
@@ -331,8 +335,7 @@ def library_page(current: Settings) -> None:
             st.error(f"{source} no longer exists on disk: delete it instead.")
         else:
             with st.spinner(f"Re-indexing {display_name(source)}…"):
-                report = ingest([source], current.model_copy(update={"lock_wait": 0.0}), force=True,
-                                store_process=False)
+                report = ingest_here([source], current, force=True)
             outcome = report.outcomes[0]
             (st.success if outcome.status == "ingested" else st.error)(f"{display_name(source)}: {describe(outcome)}")
     message = st.session_state.pop("library_message", None)

@@ -45,6 +45,15 @@ Endpoint = Annotated[
 ]
 Model = Annotated[Optional[str], typer.Option(help="Served model name [KB_MODEL]")]
 Config = Annotated[Optional[Path], typer.Option(help="TOML config file [KB_CONFIG; ./kb.toml]")]
+# How documents become vectors: shared by the commands that embed (ingest, reembed, eval).
+ChunkTokens = Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")]
+Overlap = Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")]
+InstructionName = Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")]
+QueryTask = Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")]
+Dimensions = Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")]
+Tokenizer = Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")]
+PdfPassword = Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")]
+ReportJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")]
 
 
 def _settings(**flags: Any) -> Settings:
@@ -170,27 +179,27 @@ def ingest_command(
     collection: Collection = None,
     endpoint: Endpoint = None,
     model: Model = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap: Overlap = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
     prune: Annotated[bool, typer.Option(help="Remove documents whose files are gone")] = False,
     include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable)")] = None,
-    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
-    query_task: Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")] = None,
-    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
+    instruction: InstructionName = None,
+    query_task: QueryTask = None,
+    dimensions: Dimensions = None,
+    tokenizer: Tokenizer = None,
     batch_inputs: Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")] = None,
     in_flight: Annotated[Optional[int], typer.Option(
         help="Requests in flight per endpoint; 0 learns it from the server's latency [0]")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(help="Most requests in flight per endpoint [32]")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")] = None,
-    pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
+    pdf_password: PdfPassword = None,
     lock_wait: Annotated[Optional[float], typer.Option(
         help="Seconds to wait while another process writes to the same embedded store [600]")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
     """Ingest files and folders into a knowledge base (unchanged files are skipped)."""
@@ -222,15 +231,15 @@ def reembed_command(
     collection: Collection = None,
     endpoint: Endpoint = None,
     model: Model = None,
-    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
-    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
+    dimensions: Dimensions = None,
+    tokenizer: Tokenizer = None,
+    instruction: InstructionName = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap: Overlap = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
-    pdf_password: Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    pdf_password: PdfPassword = None,
+    as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
     """Re-embed a collection's documents with another model into a new collection (the old one is kept)."""
@@ -492,15 +501,15 @@ def eval_command(
         help="A variant to score beside the base settings, e.g. 'chunk_tokens=256;overlap=32' (repeatable)")] = None,
     endpoint: Endpoint = None,
     model: Model = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")] = None,
-    instruction: Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")] = None,
-    query_task: Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")] = None,
-    dimensions: Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")] = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap: Overlap = None,
+    instruction: InstructionName = None,
+    query_task: QueryTask = None,
+    dimensions: Dimensions = None,
+    tokenizer: Tokenizer = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")] = False,
+    as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
     """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
