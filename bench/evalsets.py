@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.corpus import fetch_package
+from kb_app.evaluate import in_language
 
 OUT = Path.home() / ".cache" / "kb" / "eval-sets"
 PAIRS = ("zh-CN:en-US", "en-US:zh-CN", "ja-JP:en-US", "de-DE:en-US", "en-US:en-US")
@@ -72,17 +73,6 @@ def sections(folder: Path) -> dict[str, Section]:
     return found
 
 
-def _in_language(text: str, language: str) -> bool:
-    """Whether `text` is in `language`; titles too short to tell pass unless they are plain ASCII words in a
-    language that is not written in Latin letters."""
-    from ingest.loaders import detect_language
-
-    found = detect_language(text)
-    if found is not None and len(text) >= 20:
-        return found == language
-    return not (language in ("zh", "ja") and text.isascii())
-
-
 def build(query_language: str, corpus_language: str, book: Path, out: Path) -> Path:
     """One BEIR set: corpus from `corpus_language`, queries from `query_language`."""
     corpus, queries = sections(book / corpus_language), sections(book / query_language)
@@ -96,14 +86,14 @@ def build(query_language: str, corpus_language: str, book: Path, out: Path) -> P
     rows, judged, language = [], [], query_language.split("-")[0]
     for section_id in shared:
         asked, answer = queries[section_id], corpus[section_id]
-        if query_language != corpus_language and not _in_language(answer.text[:2000], corpus_language.split("-")[0]):
+        if query_language != corpus_language and not in_language(answer.text[:2000], corpus_language.split("-")[0]):
             continue  # the target itself left untranslated: the pair would not cross languages
         candidates = [("title", asked.title, answer.title)]
         if query_language != corpus_language and asked.first_paragraph:
             candidates.append(("para", asked.first_paragraph, answer.first_paragraph))
         for kind, text, original in candidates:
             # Translations leave some text in English: such a query would not cross languages.
-            if query_language != corpus_language and (text == original or not _in_language(text, language)):
+            if query_language != corpus_language and (text == original or not in_language(text, language)):
                 continue
             rows.append({"_id": f"{kind}:{section_id}", "text": text})
             judged.append((f"{kind}:{section_id}", section_id))

@@ -5,11 +5,17 @@ Latin and Chinese punctuation, words, characters). kb then checks every chunk wi
 cuts again where token counts did not add up, so the bound is a guarantee, not an estimate. Chunks are
 contiguous slices of the text: nothing but whitespace-only stretches is ever dropped, and each chunk
 records its character offsets.
+
+With `headings` on, every heading also gets an entry of its own: the heading alone is embedded and stands
+for the chunk its section starts in. Embedded inside a chunk, a heading is a few tokens among hundreds
+and a query that names a section barely finds it (nDCG@10 0.57 on the handbook's section titles; 0.97
+with heading entries, README "Retrieval quality").
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -34,19 +40,40 @@ SEPARATORS = [
     r"",  # characters
 ]
 
+# Headings: ATX markdown (also what kb makes of HTML's h1-h6) and underlined (setext, reStructuredText)
+# titles, one line of at most 300 characters with a letter or digit in it.
+_ATX = re.compile(r"^ {0,3}#{1,6}[ \t]+([^\n]{1,300}?)[ \t#]*$", re.M)
+_UNDERLINED = re.compile(r"^([^\n]{1,300})\n(?:={3,}|-{3,}|~{3,}|\^{3,}|\*{3,}|\+{3,}|#{3,}|\"{3,}|'{3,}|`{3,})[ \t]*$", re.M)
+_WORDY = re.compile(r"[^\W_]")
+# File types whose text marks headings that way (plain text's "# " lines are as often comments).
+HEADED_TYPES = frozenset({"md", "rst", "html"})
+
+
+def find_headings(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, heading text) of every heading in `text`, in order; start:end is the heading's own text."""
+    found = [(m.start(1), m.end(1), m.group(1)) for m in _ATX.finditer(text)]
+    found += [(m.start(1), m.end(1), m.group(1)) for m in _UNDERLINED.finditer(text)
+              if not m.group(1).lstrip().startswith(("#", "-", "=", "*", "+", "`"))]
+    return sorted((start, end, " ".join(heading.split())) for start, end, heading in found if _WORDY.search(heading))
+
+
 # How many tokens text[start:end] costs: exactly, or estimated from one encoding of the whole text.
 Measure = Callable[[str, int, int], int]
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A slice `text[start:end]` of one document, with its token count under the model's tokenizer."""
+    """A slice `text[start:end]` of one document, with its token count under the model's tokenizer.
+
+    A heading entry has `section` set: its text is the heading at `start:end`, and it stands for chunk
+    number `section` (the one its section starts in)."""
 
     index: int
     start: int
     end: int
     text: str
     tokens: int
+    section: int | None = None
 
 
 _SEGMENT_CHARS = 1 << 20
@@ -77,10 +104,12 @@ class Chunker:
         chunk_tokens: int = 512,
         overlap: int = 64,
         format_document: Callable[[str], str] = lambda text: text,
+        headings: bool = False,
     ) -> None:
         self.counter = counter
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
+        self.headings = headings
         self._format = format_document
         # How many tokens joining two texts can save (a word cut in two re-forms one token, or a few).
         self._slack = 16
@@ -108,7 +137,7 @@ class Chunker:
     @property
     def signature(self) -> str:
         """What a chunk depends on besides the text: stored so a settings change re-chunks."""
-        return f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}"
+        return f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}" + ("|headings" if self.headings else "")
 
     def count(self, text: str) -> int:
         return self._count(self._format(text))
@@ -124,6 +153,22 @@ class Chunker:
             for chunk in self._split(text[offset:end]):
                 chunks.append(Chunk(len(chunks), chunk.start + offset, chunk.end + offset, chunk.text, chunk.tokens))
         return chunks
+
+    def heading_entries(self, text: str, chunks: list[Chunk]) -> list[Chunk]:
+        """An entry per heading of `text` (split into `chunks`), numbered after the chunks. A heading stands
+        for the last chunk starting at or before it: the one that begins at the heading when the splitter
+        cut there, as it does where it can."""
+        if not self.headings or not chunks:
+            return []
+        starts = [chunk.start for chunk in chunks]
+        entries: list[Chunk] = []
+        for start, end, heading in find_headings(text):
+            tokens = self.count(heading)
+            if tokens > self.chunk_tokens:
+                continue  # longer than a chunk (tiny chunks, a very long heading): its chunks carry it alone
+            section = max(0, bisect.bisect_right(starts, start) - 1)
+            entries.append(Chunk(len(chunks) + len(entries), start, end, heading, tokens, section))
+        return entries
 
     def _split(self, text: str) -> list[Chunk]:
         starts = self._token_starts(text)

@@ -19,7 +19,7 @@ from typing import Literal, Protocol, Sequence
 
 import numpy as np
 
-from .chunking import Chunk, Chunker
+from .chunking import HEADED_TYPES, Chunk, Chunker
 from .embeddings import EmbedStats, Embedder, make_embedder
 from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
@@ -252,7 +252,12 @@ def prepare(
     started = time.thread_time()
     loaded = load(path, sha256=sha256, pdf_password=pdf_password)
     parse_cpu = time.thread_time() - started
-    pieces = [(doc, chunk) for doc in loaded.documents for chunk in chunker.split(doc.text)]
+    pieces = []
+    for doc in loaded.documents:
+        chunks = chunker.split(doc.text)
+        pieces += [(doc, chunk) for chunk in chunks]
+        if doc.file_type in HEADED_TYPES:
+            pieces += [(doc, entry) for entry in chunker.heading_entries(doc.text, chunks)]
     return loaded, pieces, parse_cpu
 
 
@@ -267,6 +272,7 @@ class ChunkerSpec:
     chunk_tokens: int
     overlap: int
     instruction: Instruction
+    headings: bool = True
 
     @classmethod
     def of(cls, settings: Settings, embedder: Embedder) -> ChunkerSpec:
@@ -274,12 +280,12 @@ class ChunkerSpec:
         return cls(
             settings.tokenizer, embedder.model, settings.endpoint[0] if settings.endpoint else None,
             settings.api_key.get_secret_value() if settings.api_key else None,
-            limit, min(settings.overlap, limit // 4), embedder.instruction,
+            limit, min(settings.overlap, limit // 4), embedder.instruction, settings.headings,
         )
 
     def build(self) -> Chunker:
         counter = resolve_counter(self.tokenizer, self.model, self.endpoint, self.api_key)
-        return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document)
+        return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document, self.headings)
 
 
 # A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
@@ -693,12 +699,19 @@ class _Run:
         for index in queued.indices:
             doc, chunk = item.pieces[index]
             ids.append(chunk_id(loaded.source, loaded.sha256, doc.page, chunk.index))
-            texts.append(chunk.text)
+            shown = chunk
+            if chunk.section is not None:
+                # A heading entry: its vector is the heading's, its passage the chunk it stands for (a
+                # document's entries follow its chunks in `pieces`, so that chunk is found by position).
+                shown = item.pieces[index - chunk.index + chunk.section][1]
+            texts.append(shown.text)
             metadata = {
                 "source": loaded.source, "name": os.path.basename(loaded.source), "title": loaded.title,
                 "file_type": loaded.file_type, "sha256": loaded.sha256, "chunk": chunk.index,
-                "start": chunk.start, "end": chunk.end, "tokens": chunk.tokens,
+                "start": shown.start, "end": shown.end, "tokens": chunk.tokens,
             }
+            if chunk.section is not None:
+                metadata |= {"heading": chunk.text, "section": chunk.section}
             if doc.page is not None:
                 metadata["page"] = doc.page
             if doc.language:

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # How documents are cut.
     chunk_tokens: int = Field(default=512, ge=16)
     overlap: int = Field(default=64, ge=0)
+    # Each heading (Markdown, HTML, reStructuredText) also embedded on its own, standing for its section.
+    headings: bool = True
 
     # How hard the embedding endpoint is driven.
     batch_inputs: int = Field(default=32, ge=1)

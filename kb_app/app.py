@@ -120,7 +120,10 @@ def show_result(result: SearchResult, query: str, finder: Searcher) -> None:
         st.html(
             f'{CARD_STYLE}<div class="kb-head" data-query="{html.escape(query, quote=True)}"><b>{result.rank}.</b> <span class="kb-score">{result.score:.3f}</span>'
             f" &nbsp; <b>{html.escape(result.title)}</b> &middot; "
-            f'<span class="kb-source">{html.escape(where)}</span></div>'
+            f'<span class="kb-source">{html.escape(where)}</span>'
+            + (f' &middot; <span class="kb-heading">matched the heading “{html.escape(result.heading)}”</span>'
+               if result.heading else "")
+            + "</div>"
         )
         preview = result.text if len(result.text) <= 600 else result.text[:600] + " …"
         show_text(preview, query)

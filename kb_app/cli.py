@@ -48,6 +48,8 @@ Config = Annotated[Optional[Path], typer.Option(help="TOML config file [KB_CONFI
 # How documents become vectors: shared by the commands that embed (ingest, reembed, eval).
 ChunkTokens = Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")]
 Overlap = Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")]
+Headings = Annotated[Optional[bool], typer.Option(
+    "--headings/--no-headings", help="Also embed each heading on its own, standing for its section [on]")]
 InstructionName = Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")]
 QueryTask = Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")]
 Dimensions = Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")]
@@ -181,6 +183,7 @@ def ingest_command(
     model: Model = None,
     chunk_tokens: ChunkTokens = None,
     overlap: Overlap = None,
+    headings: Headings = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
     prune: Annotated[bool, typer.Option(help="Remove documents whose files are gone")] = False,
@@ -205,7 +208,7 @@ def ingest_command(
     """Ingest files and folders into a knowledge base (unchanged files are skipped)."""
     try:
         settings = _settings(
-            collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap,
+            collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
             chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
             batch_inputs=batch_inputs, batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight,
@@ -236,6 +239,7 @@ def reembed_command(
     instruction: InstructionName = None,
     chunk_tokens: ChunkTokens = None,
     overlap: Overlap = None,
+    headings: Headings = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
     pdf_password: PdfPassword = None,
@@ -246,7 +250,7 @@ def reembed_command(
     try:
         base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url, config=config)
         target = _settings(collection=to, endpoint=endpoint, model=model, dimensions=dimensions, tokenizer=tokenizer,
-                           instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap,
+                           instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
                            chroma_path=chroma_path, chroma_url=chroma_url, config=config)
         with RichProgress(err) as progress:
             report = reembed(base, target, progress=progress, pdf_password=pdf_password)
@@ -298,7 +302,8 @@ def search_command(
         where_from = _display(result.source) + (f" p.{result.page}" if result.page else "")
         snippet = " ".join(result.text.split())
         snippet = snippet[:300] + ("…" if len(snippet) > 300 else "")
-        out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]")
+        matched = f"  [dim](heading: {escape(result.heading)})[/]" if result.heading else ""
+        out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]{matched}")
         out.print(f"   {escape(snippet)}", highlight=False)
     err.print(f"[dim]{len(response.results)} results in {response.seconds * 1000:.0f} ms "
               f"(search) / {total * 1000:.0f} ms (with setup)[/]")
@@ -489,7 +494,11 @@ def _bench_pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> No
 
 @app.command("eval")
 def eval_command(
-    path: Annotated[Path, typer.Argument(help="A BEIR-layout set: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    path: Annotated[Path, typer.Argument(help="A BEIR-layout set: corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
+                                              "with --targets, the folder of documents the queries come from")],
+    targets: Annotated[Optional[Path], typer.Option(
+        help="Parallel documents: the same files as PATH's, in another language; each file of PATH asks for its "
+             "namesake here by its title and its first paragraph")] = None,
     split: Annotated[str, typer.Option(help="Which judgements: qrels/<split>.tsv")] = "test",
     collection: Annotated[Optional[str], typer.Option(
         "--collection", "-c", help="Collection to fill and search [eval-<set name>]")] = None,
@@ -503,6 +512,7 @@ def eval_command(
     model: Model = None,
     chunk_tokens: ChunkTokens = None,
     overlap: Overlap = None,
+    headings: Headings = None,
     instruction: InstructionName = None,
     query_task: QueryTask = None,
     dimensions: Dimensions = None,
@@ -513,13 +523,15 @@ def eval_command(
     config: Config = None,
 ) -> None:
     """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
-    from kb_app.evaluate import compare, evaluate, load_beir, parse_variant
+    from kb_app.evaluate import compare, evaluate, load_beir, parallel_set, parse_variant
 
     try:
-        evalset = load_beir(path, split)
+        evalset = parallel_set(path, targets) if targets else load_beir(path, split)
+        for reason in evalset.skipped:
+            err.print(f"[yellow]not asked:[/] {escape(reason)}")
         settings = _settings(
             collection=collection or f"eval-{evalset.name}", endpoint=endpoint, model=model,
-            chunk_tokens=chunk_tokens, overlap=overlap, instruction=instruction, query_task=query_task,
+            chunk_tokens=chunk_tokens, overlap=overlap, headings=headings, instruction=instruction, query_task=query_task,
             dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, config=config,
         )
         variants = [parse_variant(v) for v in vary or []]

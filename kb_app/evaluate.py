@@ -39,6 +39,10 @@ class EvalSet:
     corpus: dict[str, tuple[str, str]]  # id -> (title, text)
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]  # query id -> {document id: relevance > 0}
+    # A parallel set's corpus is a folder of real files, ingested as they are: file path -> document id.
+    folder: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # query files passed over, each with its reason
 
 
 def _jsonl(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
@@ -89,6 +93,99 @@ def load_beir(folder: str | Path, split: str = "test") -> EvalSet:
     if not qrels:
         raise EvalError(f"{qrels_path}: no query has a relevant document")
     return EvalSet(folder.name, corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+# -- parallel documents ------------------------------------------------------------------------
+
+_FIRST_PARAGRAPH = (30, 400)  # characters: a sentence or two, as a person would paste in
+# Section numbering in front of a title ("5.1. ", "附录 A. ", "第 3 章 ", "Chapter 2. "): the same in both
+# languages, it would match a title by its number, not its words.
+_NUMBERING = re.compile(
+    r"^\s*(?:(?:第\s*[\dA-Z.]+\s*[章节節部])|(?:(?:Chapter|Kapitel|Appendix|Anhang|Annexe|Apéndice|Capitolo|附录|付録|부록)"
+    r"\s*[\dA-Z][\d.]*\.?)|(?:[A-Z]\.(?:\d+\.?)*)|(?:\d+(?:\.\d+)*\.?))(?=\s|$)\s*")
+
+
+def strip_numbering(title: str) -> str:
+    return _NUMBERING.sub("", title, count=1).strip()
+
+
+def in_language(text: str, language: str) -> bool:
+    """Whether `text` is in `language`; text too short to tell passes unless it is plain ASCII and the
+    language is not written in Latin letters (an untranslated English title in a Chinese book)."""
+    from ingest.loaders import detect_language
+
+    found = detect_language(text)
+    if found is not None and len(text) >= 20:
+        return found == language
+    return not (language in ("zh", "ja", "ko", "ru", "el", "uk", "ar", "he", "th") and text.isascii())
+
+
+def _paragraphs(text: str, file_type: str) -> list[str]:
+    """Paragraphs of a document's text: blank-line separated, or each line of a web page's (a block each)."""
+    return [" ".join(p.split()) for p in re.split(r"\n" if file_type == "html" else r"\n\s*\n", text)
+            if p.strip() and not p.lstrip().startswith("#")]
+
+
+def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
+    """A set from the same documents in two languages: each file under `queries` asks for the file with the
+    same relative path under `targets`, by its title and by its first paragraph (`title:` and `para:`
+    queries). Paragraphs found in a fifth or more of the files are boilerplate (navigation, footers)
+    and not asked; a query left in the target's language (the same text in both files, or detected as
+    the target's language) would not cross languages and is not asked either."""
+    from ingest.loaders import LoadError, discover, load
+
+    queries, targets = Path(queries).expanduser().resolve(), Path(targets).expanduser().resolve()
+    for folder in (queries, targets):
+        if not folder.is_dir():
+            raise EvalError(f"{folder} is not a folder: parallel mode takes two folders of the same documents")
+    target_files, errors = discover([targets])
+    files = {str(path): str(path.relative_to(targets)) for path in target_files}
+    skipped = [f"{e.path}: {e.reason}" for e in errors]
+    loaded = {}
+    for path in discover([queries])[0]:
+        relative = str(path.relative_to(queries))
+        if relative not in files.values():
+            skipped.append(f"{path}: no file {relative} under {targets}")
+            continue
+        try:
+            asked, answer = load(path), load(targets / relative)
+        except LoadError as exc:
+            skipped.append(f"{exc.path}: {exc.reason}")
+            continue
+        loaded[relative] = (asked, answer)
+    if not loaded:
+        raise EvalError(f"no file under {queries} has a counterpart of the same name under {targets}")
+    common: dict[str, int] = {}
+    for asked, _ in loaded.values():
+        for paragraph in {p for d in asked.documents for p in _paragraphs(d.text, d.file_type)}:
+            common[paragraph] = common.get(paragraph, 0) + 1
+    boilerplate = {p for p, n in common.items() if n >= max(2, len(loaded) // 5)}
+    asked_in = _language_of(a for a, _ in loaded.values())
+    query_texts, qrels = {}, {}
+    for relative, (asked, answer) in sorted(loaded.items()):
+        first = lambda f: next((p for d in f.documents for p in _paragraphs(d.text, d.file_type)  # noqa: E731
+                                if p not in boilerplate and len(p) >= _FIRST_PARAGRAPH[0]), "")
+        candidates = [("title", strip_numbering(asked.title), strip_numbering(answer.title)),
+                      ("para", first(asked)[: _FIRST_PARAGRAPH[1]], first(answer))]
+        for kind, text, original in candidates:
+            if not text or text == Path(relative).stem or text == original[: len(text)]:
+                continue  # no title (the file name stands in), no paragraph, or left untranslated
+            if asked_in and not in_language(text, asked_in):
+                continue
+            query_texts[f"{kind}:{relative}"] = text
+            qrels[f"{kind}:{relative}"] = {relative: 1}
+    if not qrels:
+        raise EvalError(f"no query could be made from {queries}: no titles or paragraphs in another language than {targets}'s")
+    corpus = {document: ("", "") for document in files.values()}
+    return EvalSet(f"{queries.name}-{targets.name}", corpus, query_texts, qrels, targets, files, skipped)
+
+
+def _language_of(files: Any) -> str | None:  # noqa: ANN401 - LoadedFile iterable
+    counts: dict[str, int] = {}
+    for file in files:
+        if file.language:
+            counts[file.language] = counts.get(file.language, 0) + 1
+    return max(counts, key=counts.get) if counts else None
 
 
 # -- scores ----------------------------------------------------------------------------------
@@ -166,10 +263,14 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
              progress: Progress | None = None) -> EvalReport:
     """Ingest the set's corpus into `settings.collection` (unchanged documents are skipped) and score every
     judged query against it."""
-    sources = write_corpus(evalset, work / evalset.name / "corpus")
+    if evalset.folder is not None:
+        folder, sources = evalset.folder, evalset.files
+    else:
+        folder = work / evalset.name / "corpus"
+        sources = write_corpus(evalset, folder)
     report: IngestReport | None = None
     if ingest_corpus:
-        report = ingest([work / evalset.name / "corpus"], settings, progress=progress, prune=True)
+        report = ingest([folder], settings, progress=progress, prune=True)
         if not report.ok:
             failed = report.of("failed")
             raise EvalError(f"{len(failed)} corpus documents could not be ingested (first: {failed[0].source}: "

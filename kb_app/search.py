@@ -31,6 +31,7 @@ class SearchResult:
     start: int | None
     end: int | None
     language: str | None = None
+    heading: str | None = None  # the heading that matched, when the passage was found by its section's heading
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,24 +85,44 @@ class Searcher:
                       started: float) -> SearchResponse:
         if not self.kb.current():  # another process wrote to the store: search what it wrote too
             self.kb = KnowledgeBase.open(self.settings, self.kb.name)
-        hits = await asyncio.to_thread(self.kb.query, vector, k, where)
-        results = [
-            SearchResult(
-                rank=rank,
+        # A heading entry and its section's chunk are one passage, kept once at its best score: a few more
+        # than k are asked for, and more again in the rare case that was not enough.
+        wanted = k + max(4, k // 2)
+        while True:
+            hits = await asyncio.to_thread(self.kb.query, vector, wanted, where)
+            results = self._passages(hits, k)
+            if len(results) == k or len(hits) < wanted:
+                break
+            wanted *= 2
+        return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
+
+    @staticmethod
+    def _passages(hits: Sequence[Any], k: int) -> list[SearchResult]:
+        results: list[SearchResult] = []
+        seen: set[tuple[Any, ...]] = set()
+        for hit in hits:
+            meta = hit.metadata
+            passage = (meta.get("source"), meta.get("sha256"), meta.get("page"), meta.get("section", meta.get("chunk")))
+            if passage in seen:
+                continue
+            seen.add(passage)
+            results.append(SearchResult(
+                rank=len(results) + 1,
                 score=round(1.0 - float(hit.distance or 0.0), 4),
                 text=hit.text,
-                source=str(hit.metadata.get("source", "")),
-                page=hit.metadata.get("page"),
+                source=str(meta.get("source", "")),
+                page=meta.get("page"),
                 chunk_id=hit.id,
-                title=str(hit.metadata.get("title", "")),
-                file_type=str(hit.metadata.get("file_type", "")),
-                start=hit.metadata.get("start"),
-                end=hit.metadata.get("end"),
-                language=hit.metadata.get("language"),
-            )
-            for rank, hit in enumerate(hits, start=1)
-        ]
-        return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
+                title=str(meta.get("title", "")),
+                file_type=str(meta.get("file_type", "")),
+                start=meta.get("start"),
+                end=meta.get("end"),
+                language=meta.get("language"),
+                heading=meta.get("heading"),
+            ))
+            if len(results) == k:
+                break
+        return results
 
     def search_many(self, queries: Sequence[str], k: int = 5, where: dict[str, Any] | None = None,
                     batch: int = 64) -> list[SearchResponse]:
@@ -135,11 +156,18 @@ class Searcher:
 
     def neighbours(self, result: SearchResult, around: int = 1) -> list[str]:
         """The result's chunk with the chunks just before and after it in reading order (page, then position)."""
+        chunks = self.kb.chunks_of(result.source)
+        found = next((c for c in chunks if c.id == result.chunk_id), None)
+        if found is None:
+            return []
+        # A heading entry's place is its section's chunk; the entries themselves are not passages in order.
+        place = (found.metadata.get("page") or 0, found.metadata.get("section", found.metadata.get("chunk", 0)))
         ordered = sorted(
-            self.kb.chunks_of(result.source),
+            (c for c in chunks if "section" not in c.metadata),
             key=lambda c: (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)),
         )
-        position = next((i for i, c in enumerate(ordered) if c.id == result.chunk_id), None)
+        position = next((i for i, c in enumerate(ordered)
+                         if (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)) == place), None)
         if position is None:
             return []
         return [c.text for c in ordered[max(0, position - around) : position + around + 1]]

@@ -131,3 +131,35 @@ def test_a_huge_single_line_is_chunked_in_segments_with_the_same_guarantees(monk
     assert all(c.text == text[c.start:c.end] and c.tokens <= 128 for c in chunks)
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
     assert all(b.start <= a.end for a, b in zip(chunks, chunks[1:]))  # no gap anywhere
+
+
+HEADED = (
+    "# Title\n\nIntro.\n\n## Setup   ##\n\nbody text here\n\nInstall\n=======\n\ntext\n#nospace\n"
+    "    # indented code, not a heading\n---\n\n### 安装与配置\n\n正文。\n\n## ***\n"
+)
+
+
+def test_headings_are_found_in_markdown_and_underlined_titles():
+    from ingest.chunking import find_headings
+
+    found = find_headings(HEADED)
+    assert [heading for _, _, heading in found] == ["Title", "Setup", "Install", "安装与配置"]
+    for start, end, heading in found:
+        assert HEADED[start:end].strip(" #") == heading
+
+
+def test_heading_entries_stand_for_the_chunk_their_section_starts_in(counter):
+    text = "".join(f"## Section {n}\n\n" + f"Sentence {n} about a topic. " * 40 + "\n\n" for n in range(12))
+    chunker = Chunker(counter, 128, 16, headings=True)
+    chunks = chunker.split(text)
+    entries = chunker.heading_entries(text, chunks)
+    assert [e.text for e in entries] == [f"Section {n}" for n in range(12)]
+    assert [e.index for e in entries] == list(range(len(chunks), len(chunks) + 12))
+    for entry in entries:
+        section = chunks[entry.section]
+        assert section.start <= entry.start < section.end and text[entry.start : entry.end] == entry.text
+        # The last chunk starting at or before the heading: the next one starts after it.
+        assert entry.section == len(chunks) - 1 or chunks[entry.section + 1].start > entry.start
+        assert entry.tokens == chunker.count(entry.text)
+    plain = Chunker(counter, 128, 16)
+    assert plain.heading_entries(text, chunks) == [] and plain.signature != chunker.signature

@@ -146,3 +146,64 @@ def test_chinese_questions_find_english_handbook_sections_as_well_as_recorded(tm
     for name, recorded in HANDBOOK_ZH_EN.items():
         assert report["scores"][name] >= recorded - HANDBOOK_NOISE, (name, report["scores"])
     print(report["scores"], report["by_kind"])
+
+
+PARALLEL = {  # relative path: (English, Chinese)
+    "guide/volcano.md": ("# 3.1. Volcanoes\n\nA volcano forms where molten rock from deep inside the Earth reaches the "
+                         "surface and erupts as lava, ash and gas.\n",
+                         "# 3.1. 火山\n\n火山是地球深处的熔融岩石到达地表，以熔岩、火山灰和气体的形式喷发而形成的。\n"),
+    "guide/tea.html": ("<html><head><title>Appendix A. Making green tea</title></head><body><p>Site menu: Home, About, "
+                       "Contact us today</p><p>Green tea leaves are heated right after picking so that they do not "
+                       "oxidise and stay green.</p></body></html>",
+                       "<html><head><title>附录 A. 绿茶的制作</title></head><body><p>Site menu: Home, About, Contact us "
+                       "today</p><p>绿茶的鲜叶采摘以后要立即加热杀青，阻止氧化，使茶叶和茶汤保持绿色。</p></body></html>"),
+    "bees.txt": ("Honeybees talk by dancing\n\nA forager bee that found flowers performs a waggle dance that tells "
+                 "the other bees the direction and distance of the food.\n",
+                 "蜜蜂用舞蹈交流\n\n找到花朵的工蜂回到蜂巢后会跳摇摆舞，告诉其他蜜蜂食物的方向和距离。\n"),
+    "solar.md": ("# Solar panels\n\nSolar panels turn sunlight into electricity: silicon cells free electrons "
+                 "when light falls on them.\n",
+                 "# Solar panels\n\nSite menu: Home, About, Contact us today\n\nSolar panels turn sunlight into "
+                 "electricity: silicon cells free electrons when light falls on them.\n"),  # left untranslated
+    "menu.md": ("# Contact\n\nSite menu: Home, About, Contact us today\n", "# 联系我们\n\nSite menu: Home, About, Contact us today\n"),
+}
+
+
+def test_parallel_documents_ask_each_file_for_its_namesake_in_the_other_language(tmp_path):
+    from kb_app.evaluate import evaluate, parallel_set
+    from ingest.settings import load_settings
+
+    for relative, (english, chinese) in PARALLEL.items():
+        for language, text in (("en", english), ("zh", chinese)):
+            (tmp_path / language / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / language / relative).write_text(text, encoding="utf-8")
+    (tmp_path / "zh" / "only-here.md").write_text("# 只有中文\n\n这个文件没有英文版本，所以不能提问。\n", encoding="utf-8")
+    (tmp_path / "en" / "only-english.md").write_text("# Only in English\n\nA document no query asks for.\n")
+
+    evalset = parallel_set(tmp_path / "zh", tmp_path / "en")
+    assert evalset.queries == {
+        "para:bees.txt": "找到花朵的工蜂回到蜂巢后会跳摇摆舞，告诉其他蜜蜂食物的方向和距离。",
+        "title:guide/tea.html": "绿茶的制作",  # numbering ("附录 A.") taken off
+        "para:guide/tea.html": "绿茶的鲜叶采摘以后要立即加热杀青，阻止氧化，使茶叶和茶汤保持绿色。",  # not the menu
+        "title:guide/volcano.md": "火山",
+        "para:guide/volcano.md": "火山是地球深处的熔融岩石到达地表，以熔岩、火山灰和气体的形式喷发而形成的。",
+        "title:menu.md": "联系我们",
+    }  # bees.txt: no title (plain text); solar.md: untranslated; menu.md: its only paragraph is the menu
+    assert evalset.qrels["para:bees.txt"] == {"bees.txt": 1} and len(evalset.corpus) == 6
+    assert any("only-here.md" in reason and "no file" in reason for reason in evalset.skipped)
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="parallel")
+    report = evaluate(evalset, settings, tmp_path / "work")
+    assert report.documents == 6 and report.queries == 6 and set(report.by_kind) == {"title", "para"}
+    assert {r.id: r.ranked[0] for r in report.per_query if r.id.startswith("para:")} == {
+        "para:bees.txt": "bees.txt", "para:guide/tea.html": "guide/tea.html", "para:guide/volcano.md": "guide/volcano.md"}
+    assert all(sorted(r.ranked) == sorted(evalset.corpus) for r in report.per_query)  # the real files, all ranked
+    assert not (tmp_path / "work").exists()  # the folder was ingested as it is, not copied
+
+    run = subprocess.run([KB, "eval", str(tmp_path / "zh"), "--targets", str(tmp_path / "en"), "--chroma-path",
+                          str(tmp_path / "chroma"), "-c", "parallel", "--json"], capture_output=True, text=True,
+                         timeout=900, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["scores"] == report.scores and "only-here.md" in run.stderr
+    missing = subprocess.run([KB, "eval", str(tmp_path / "zh"), "--targets", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert missing.returncode == 2 and "nowhere is not a folder" in " ".join(missing.stderr.split())

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -25,13 +27,19 @@ def fake_embedder(server, **kwargs):
                           timeout=kwargs.pop("timeout", 1.0), max_in_flight=3, **kwargs)
 
 
-def expected_chunks(corpus, chunk_tokens=128, overlap=16):
-    chunker = Chunker(qwen3_counter(), chunk_tokens, overlap)
+def expected_chunks(corpus, chunk_tokens=128, overlap=16, embedded=False):
+    """Every stored passage of a clean run: each chunk, and for each heading of a Markdown, reST or HTML
+    file the chunk its section starts in again (embedded=True: what was embedded, the heading)."""
+    chunker = Chunker(qwen3_counter(), chunk_tokens, overlap, headings=True)
     texts = []
     for path in sorted(corpus.rglob("*")):
         if path.is_file():
             for doc in load(path).documents:
-                texts.extend(c.text for c in chunker.split(doc.text))
+                chunks = chunker.split(doc.text)
+                texts.extend(c.text for c in chunks)
+                if doc.file_type in ("md", "rst", "html"):
+                    texts.extend(entry.text if embedded else chunks[entry.section].text
+                                 for entry in chunker.heading_entries(doc.text, chunks))
     return texts
 
 
@@ -66,11 +74,12 @@ def test_faults_everywhere_every_chunk_stored_exactly_once(corpus, store, fake_s
     report = ingest([corpus], settings, embedder=fake_embedder(fake_server))
     assert report.ok, [o.reason for o in report.of("failed")]
     assert report.stats.retries >= 10
-    ids, texts, vectors, _ = stored(settings)
+    ids, texts, vectors, metadatas = stored(settings)
     assert len(ids) == len(set(ids)) == report.chunks
     assert sorted(texts) == sorted(expected_chunks(corpus))
-    for text, vector in zip(texts, vectors):  # each chunk carries its own vector, not a neighbour's
-        np.testing.assert_allclose(vector, fake_vector(text), atol=1e-5)
+    assert sorted(m.get("heading", t) for t, m in zip(texts, metadatas)) == sorted(expected_chunks(corpus, embedded=True))
+    for text, vector, metadata in zip(texts, vectors, metadatas):  # each its own vector, not a neighbour's
+        np.testing.assert_allclose(vector, fake_vector(metadata.get("heading", text)), atol=1e-5)
 
 
 def test_second_run_makes_zero_embedding_calls_and_changes_replace_chunks(corpus, store, fake_server):
@@ -87,7 +96,10 @@ def test_second_run_makes_zero_embedding_calls_and_changes_replace_chunks(corpus
     assert len(changed.of("unchanged")) == 7
     kb = KnowledgeBase.open(settings)
     chunks = kb.chunks_of(str(solar))
-    assert len(chunks) == 1 and "Perovskite" in chunks[0].text  # the old version's chunks are gone
+    # The old version's chunks are gone: one chunk, and the entry of its one heading.
+    assert len(chunks) == 2 and all("Perovskite" in c.text for c in chunks)
+    assert [c.metadata.get("heading") for c in sorted(chunks, key=lambda c: c.metadata["chunk"])] == [
+        None, "Solar power, revised"]
     assert kb.count() == sum(r.chunks for r in kb.documents().values())
 
 
@@ -298,7 +310,10 @@ def test_store_process_stores_what_the_pipeline_process_does(corpus, store, fake
     assert [o.source for o in changed.of("pruned")] == [str(corpus / "zh" / "great-wall.md")]
     kb = KnowledgeBase.open(settings)
     chunks = kb.chunks_of(str(solar))
-    assert len(chunks) == 1 and "Perovskite" in chunks[0].text  # the old version's chunks are gone
+    # The old version's chunks are gone: one chunk, and the entry of its one heading.
+    assert len(chunks) == 2 and all("Perovskite" in c.text for c in chunks)
+    assert [c.metadata.get("heading") for c in sorted(chunks, key=lambda c: c.metadata["chunk"])] == [
+        None, "Solar power, revised"]
     assert not kb.chunks_of(str(corpus / "zh" / "great-wall.md"))
 
 
@@ -502,3 +517,19 @@ def test_prune_removes_chunks_no_record_vouches_for(tmp_path, store, fake_server
     pruned = report.of("pruned")
     assert [(o.source, o.chunks) for o in pruned] == [(gone, 2)] and "without a record" in pruned[0].warnings[0]
     assert KnowledgeBase.open(settings).count() == before - 2
+
+
+def test_headings_off_stores_no_heading_entries_and_switching_rechunks(corpus, store, fake_server):
+    settings = fake_settings(fake_server, store, headings=False)
+    first = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    _, texts, _, metadatas = stored(settings)
+    assert first.ok and not any("heading" in m for m in metadatas)
+    plain = Chunker(qwen3_counter(), 128, 16)
+    assert sorted(texts) == sorted(c.text for path in corpus.rglob("*") if path.is_file()
+                                   for doc in load(path).documents for c in plain.split(doc.text))
+    # Headings on: a different chunking, so the Markdown, reST and HTML files are redone (and only they gain entries).
+    second = ingest([corpus], fake_settings(fake_server, store), embedder=fake_embedder(fake_server))
+    assert len(second.of("ingested")) == 8
+    _, _, _, metadatas = stored(settings)
+    headed = {Path(m["source"]).suffix for m in metadatas if "heading" in m}
+    assert headed == {".md", ".rst", ".html"}

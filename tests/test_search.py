@@ -83,3 +83,30 @@ def test_neighbours_are_the_chunks_around_a_result_in_reading_order(sample_kb):
     chunks = {c.text: c.metadata for c in finder.kb.chunks_of(result.source)}
     order = [(chunks[text]["page"], chunks[text]["chunk"]) for text in around]
     assert order == sorted(order) and {page for page, _ in order} == {1, 2}  # crosses the page break
+
+
+def test_a_heading_finds_its_section_once_across_languages(sample_kb):
+    """The section heading "Inverters: From DC to AC", asked in Chinese: found by its heading entry, shown as
+    the chunk the section starts in, and that passage is not listed a second time by its own vector."""
+    finder = Searcher(sample_kb)
+    results = finder.search("逆变器：从直流电到交流电", k=8).results
+    top = results[0]
+    assert top.source.endswith("solar-power.md") and top.heading == "Inverters: From DC to AC"
+    assert "## Inverters: From DC to AC" in top.text
+    passages = [(r.source, r.page, r.start, r.end) for r in results]
+    assert len(passages) == len(set(passages)) == 8
+    assert top.text in finder.neighbours(top)
+    # Every heading entry keeps its section's passage and offsets, and its own number after the chunks.
+    chunks = finder.kb.chunks_of(top.source)
+    by_number = {c.metadata["chunk"]: c for c in chunks}
+    entries = [c for c in chunks if "heading" in c.metadata]
+    assert sorted(c.metadata["heading"] for c in entries) == sorted([
+        "How Photovoltaic Solar Panels Work", "Silicon Solar Cells", "The Photovoltaic Effect",
+        "Inverters: From DC to AC", "Efficiency", "Cleaning and Maintenance"])
+    for entry in entries:
+        section = by_number[entry.metadata["section"]]
+        assert "heading" not in section.metadata and entry.metadata["chunk"] > max(
+            c.metadata["chunk"] for c in chunks if "heading" not in c.metadata)
+        assert (entry.text, entry.metadata["start"], entry.metadata["end"]) == (
+            section.text, section.metadata["start"], section.metadata["end"])
+        assert entry.metadata["heading"] in section.text
