@@ -27,7 +27,7 @@ from ingest.store import KnowledgeBase, list_knowledge_bases, make_client
 from kb_app import uploads
 from kb_app.search import SearchResult, Searcher
 
-PAGES = ["Search", "Upload", "Library", "Settings"]
+PAGES = ["Search", "Upload", "Library", "Quality", "Settings"]
 
 CARD_STYLE = """
 <style>
@@ -346,6 +346,46 @@ def library_page(current: Settings) -> None:
         st.success(message)
 
 
+def quality_page(current: Settings) -> None:
+    """`kb eval` in the browser: score a judged set (or parallel documents) with these settings, and compare
+    runs by their recall@k curves."""
+    from kb_app.evaluate import evaluate, load_beir, parallel_set
+
+    st.header("Retrieval quality")
+    st.write("Score search on a judged query set in the BEIR layout (`corpus.jsonl`, `queries.jsonl`, "
+             "`qrels/test.tsv`), or on the same documents in two languages: queries from one folder's titles and "
+             "first paragraphs, each judged against its namesake in the other. Folders are on the server.")
+    path = st.text_input("Query set (or folder of query-language documents)", key="eval_path")
+    targets = st.text_input("Parallel documents: folder of the target-language files (optional)", key="eval_targets")
+    runs: list[dict[str, Any]] = st.session_state.setdefault("eval_runs", [])
+    if path.strip() and st.button("Run evaluation", type="primary", key="eval_run"):
+        evalset = (parallel_set(path.strip(), targets.strip()) if targets.strip()
+                   else load_beir(path.strip()))
+        for reason in evalset.skipped:
+            st.warning(f"Not asked: {reason}")
+        with st.spinner(f"Ingesting {len(evalset.corpus)} documents and asking {len(evalset.queries)} queries…"):
+            report = evaluate(evalset, current.model_copy(update={"collection": f"eval-{evalset.name}"}),
+                              Path.home() / ".cache" / "kb" / "eval")
+        label = f"{len(runs) + 1}. {report.set} · {current.chunk_tokens} tok"
+        runs.append({"label": label, **report.to_dict()})
+    if not runs:
+        st.info("No evaluation run yet in this session.")
+        return
+    st.dataframe([{"run": r["label"], "queries": r["queries"], "documents": r["documents"], "model": r["model"],
+                   **{name: value for name, value in r["scores"].items() if name != "queries"}} for r in runs],
+                 hide_index=True, width="stretch")
+    st.subheader("Recall@k")
+    st.caption("The share of relevant documents found in the top k, for k from 1 to 100.")
+    import pandas as pd
+
+    depth = max(len(r["recall_curve"]) for r in runs)
+    curves = pd.DataFrame({r["label"]: r["recall_curve"] for r in runs}, index=pd.RangeIndex(1, depth + 1, name="k"))
+    st.line_chart(curves, x_label="k", y_label="recall@k")
+    last = runs[-1]
+    if last["by_kind"]:
+        st.dataframe([{"queries": kind, **scores} for kind, scores in last["by_kind"].items()], hide_index=True)
+
+
 def endpoint_health(url: str, api_key: str | None) -> str:
     import httpx
 
@@ -450,7 +490,8 @@ def main() -> None:
         page = st.radio("Page", PAGES, key="page", label_visibility="collapsed")
     try:
         st.sidebar.caption(f"Collection: **{current.collection}**")
-        {"Search": search_page, "Upload": upload_page, "Library": library_page, "Settings": settings_page}[page](current)
+        {"Search": search_page, "Upload": upload_page, "Library": library_page, "Quality": quality_page,
+         "Settings": settings_page}[page](current)
     except KbError as exc:
         st.error(str(exc))
     except Exception as exc:  # a message, never a traceback in the page

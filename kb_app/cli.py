@@ -506,6 +506,7 @@ def eval_command(
         "--ingest/--no-ingest", help="Ingest the corpus first (unchanged documents are skipped)")] = True,
     work: Annotated[Path, typer.Option(help="Where the corpus is written as files")] = Path.home() / ".cache" / "kb" / "eval",
     per_query: Annotated[Optional[Path], typer.Option(help="Write each query's results here (JSON lines)")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Save recall@k against k as a PNG (a line per variant)")] = None,
     vary: Annotated[Optional[list[str]], typer.Option(
         help="A variant to score beside the base settings, e.g. 'chunk_tokens=256;overlap=32' (repeatable)")] = None,
     endpoint: Endpoint = None,
@@ -523,7 +524,7 @@ def eval_command(
     config: Config = None,
 ) -> None:
     """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
-    from kb_app.evaluate import compare, evaluate, load_beir, parallel_set, parse_variant
+    from kb_app.evaluate import compare, evaluate, load_beir, parallel_set, parse_variant, plot_recall
 
     try:
         evalset = parallel_set(path, targets) if targets else load_beir(path, split)
@@ -540,6 +541,9 @@ def eval_command(
                 runs = compare(evalset, settings, variants, work, ingest_corpus=ingest_corpus, progress=progress)
             else:
                 report = evaluate(evalset, settings, work, ingest_corpus=ingest_corpus, progress=progress)
+                runs = [("base", report)]
+        if plot:
+            err.print(f"recall@k plot: {plot_recall(runs, plot)}")
     except KbError as exc:
         _fail(str(exc))
         return

@@ -232,6 +232,7 @@ class EvalReport:
     per_query: list[QueryResult] = field(default_factory=list)
     ingest: dict[str, Any] | None = None
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    recall_curve: list[float] = field(default_factory=list)  # mean recall@k for k = 1..100
 
     def to_dict(self, per_query: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -301,7 +302,46 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
         {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
          "chunks": report.chunks} if report else None,
         {kind: _scores([r for r in results if r.id.startswith(kind + ":")]) for kind in kinds} if len(kinds) > 1 else {},
+        recall_curve(results),
     )
+
+
+def recall_curve(results: Sequence[QueryResult], depth: int = max(RECALL_AT)) -> list[float]:
+    """Mean recall@k for every k from 1 to `depth`: how far down the list a reader must go to find what
+    they need (a curve that is still climbing at 100 means answers that top-k retrieval never shows)."""
+    return [round(_mean(recall(r.ranked, r.relevant, k) for r in results), 4) for k in range(1, depth + 1)]
+
+
+def plot_recall(runs: Sequence[tuple[str, EvalReport]], path: str | Path) -> Path:
+    """Recall@k against k (log scale) for each run, saved as a PNG: one line a variant, one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    try:
+        for label, report in runs:
+            k = range(1, len(report.recall_curve) + 1)
+            axes.plot(k, report.recall_curve, label=f"{label}  (nDCG@10 {report.scores['ndcg@10']:.3f})", linewidth=1.8)
+        axes.set_xscale("log")
+        axes.set_xticks([1, 2, 5, 10, 20, 50, 100], labels=["1", "2", "5", "10", "20", "50", "100"])
+        axes.set_ylim(0, 1.02)
+        axes.set_xlabel("k (documents read)")
+        axes.set_ylabel("recall@k")
+        first = runs[0][1]
+        axes.set_title(f"{first.set}: {first.queries} queries, {first.documents} documents ({first.model})", fontsize=9)
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend(loc="lower right", fontsize=8)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+    except OSError as exc:
+        raise EvalError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(figure)
+    return path
 
 
 def _scores(results: Sequence[QueryResult]) -> dict[str, float]:

@@ -250,3 +250,30 @@ def test_invalid_settings_say_so_without_showing_them(app_env, monkeypatch):
     assert not at.exception and not at.sidebar.radio
     assert [e.value for e in at.error] == ["kb cannot start: its settings are invalid (the reason is in the server's log)."]
     assert "secret-place" not in str(at) and "chunk_tokens" not in str(at)
+
+
+def test_quality_page_scores_parallel_documents_and_draws_recall_curves(app_env):
+    from tests.test_evaluate import PARALLEL
+
+    for relative, (english, chinese) in PARALLEL.items():
+        for language, text in (("en", english), ("zh", chinese)):
+            (app_env / language / relative).parent.mkdir(parents=True, exist_ok=True)
+            (app_env / language / relative).write_text(text, encoding="utf-8")
+    at = go(start(), "Quality")
+    assert "No evaluation run yet" in at.info[0].value
+    at.text_input(key="eval_path").set_value(str(app_env / "zh")).run()
+    at.text_input(key="eval_targets").set_value(str(app_env / "en")).run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error, at.error
+    runs = at.session_state["eval_runs"]
+    assert len(runs) == 1 and runs[0]["queries"] == 6 and runs[0]["documents"] == 5
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [runs[0]["label"]] and table["ndcg@10"][0] == runs[0]["scores"]["ndcg@10"] > 0.5
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1 and '"recall@k"' in charts[0].proto.spec  # the recall@k curve, one line a run
+    at.button(key="eval_run").click().run()  # a second run is a second line to compare
+    assert len(at.session_state["eval_runs"]) == 2 and len(at.dataframe[0].value) == 2
+
+    at.text_input(key="eval_targets").set_value(str(app_env / "nowhere")).run()
+    at.button(key="eval_run").click().run()
+    assert "nowhere is not a folder" in at.error[0].value and not at.exception

@@ -91,6 +91,10 @@ def test_kb_eval_on_the_sample_set_holds_its_recorded_quality(sample_set, tmp_pa
     # Ids of the form "kind:..." are scored by kind as well: here the question's language.
     assert {kind: scores["queries"] for kind, scores in report["by_kind"].items()} == {"en": 3, "zh": 6}
     assert all(r["ranked"] and set(r["relevant"]) <= set(r["ranked"]) for r in rows)  # 8 documents: all ranked
+    # The recall curve is recall@k at every k: the table's recall@k at those k, never falling, 1.0 at the end.
+    curve = report["recall_curve"]
+    assert len(curve) == 100 and curve == sorted(curve) and curve[-1] == 1.0
+    assert [curve[k - 1] for k in (1, 5, 10, 100)] == [report["scores"][f"recall@{k}"] for k in (1, 5, 10, 100)]
 
     # Searching the collection as it is gives the same scores; the table names each score.
     again = subprocess.run([KB, "eval", str(sample_set), *flags, "--no-ingest", "--json"], capture_output=True,
@@ -111,10 +115,18 @@ def test_kb_eval_says_what_is_wrong_with_a_set(tmp_path):
 
 def test_kb_eval_compares_variants_side_by_side(sample_set, tmp_path):
     flags = ["--chroma-path", str(tmp_path / "chroma"), "--work", str(tmp_path / "work")]
-    run = subprocess.run([KB, "eval", str(sample_set), *flags, "--vary", "chunk_tokens=64;overlap=8", "--json"],
-                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    plot = tmp_path / "plots" / "recall.png"
+    run = subprocess.run([KB, "eval", str(sample_set), *flags, "--vary", "chunk_tokens=64;overlap=8", "--json",
+                          "--plot", str(plot)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     runs = json.loads(run.stdout)
+    # A PNG of the figure's size with both variants' lines drawn in their own colours (matplotlib's C0, C1).
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(plot)
+    assert pixels.shape[:2] == (540, 900)
+    colours = {tuple(round(float(c), 2) for c in px[:3]) for px in pixels.reshape(-1, pixels.shape[2])}
+    assert {(0.12, 0.47, 0.71), (1.0, 0.5, 0.05)} <= colours
     assert [r["variant"] for r in runs] == ["base", "chunk_tokens=64;overlap=8"]
     assert runs[0]["collection"] == "eval-samples-xling" and runs[1]["collection"].startswith("eval-samples-xling-")
     assert runs[1]["ingest"]["chunks"] > runs[0]["ingest"]["chunks"]  # smaller chunks: more of them
