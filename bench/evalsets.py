@@ -14,6 +14,12 @@ is not used as a query: it would not cross languages.
 
 python -m bench.evalsets [--out DIR] [--pairs zh-CN:en-US,en-US:zh-CN,ja-JP:en-US,de-DE:en-US,en-US:en-US]
 
+The Debian Installation Guide (`installation-guide-amd64`) needs no building: it ships one HTML page per
+section, with the same file names in 19 languages, which is what `kb eval --targets` (parallel documents)
+takes as it is. This script fetches it too and prints the commands, e.g.
+
+kb eval .../installation-guide-amd64/zh_CN --targets .../installation-guide-amd64/en
+
 The package is fetched with `apt-get download` into ~/.cache/kb/bench/packages (bench.corpus); the sets
 are written to ~/.cache/kb/eval-sets/handbook-<query language>-<corpus language>/.
 """
@@ -120,6 +126,11 @@ def main() -> None:
         queries = sum(1 for _ in (target / "queries.jsonl").open())
         documents = sum(1 for _ in (target / "corpus.jsonl").open())
         print(f"{target}: {documents} documents, {queries} queries (debian-handbook {package.version})")
+    guide = fetch_package("installation-guide-amd64")
+    pages = guide.root / "usr" / "share" / "doc" / "installation-guide-amd64"
+    print(f"installation-guide-amd64 {guide.version}, parallel documents:")
+    for query_language, corpus_language in (("zh_CN", "en"), ("en", "zh_CN"), ("ja", "en"), ("de", "en")):
+        print(f"  kb eval {pages / query_language} --targets {pages / corpus_language} -c ig-{query_language}-{corpus_language}")
 
 
 if __name__ == "__main__":

@@ -238,6 +238,9 @@ def run_bench(
             chroma = running.enter_context(ChromaServer(Path(scratch) / "chroma-server", Path(scratch) / "chroma.log"))
         url = endpoint or server.url  # type: ignore[union-attr]
         served = model or (server.model if server else None)
+        # The chunks the baselines make (bench.baselines: 512 tokens, 64 overlap, no heading entries), unless
+        # asked otherwise: `--compare` measures the same work done three ways.
+        flags = {"chunk_tokens": 512, "overlap": 64, "headings": False} | {k: v for k, v in flags.items() if v is not None}
         settings = load_settings(
             endpoint=[url], model=served, collection="bench",
             **({"chroma_url": chroma.url} if chroma else {"chroma_path": Path(scratch) / "chroma"}),
