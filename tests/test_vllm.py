@@ -307,13 +307,14 @@ def test_kb_ingest_and_search_end_to_end_with_the_server_tokenizer(mrl_server, t
     [row] = status(load_settings(chroma_path=tmp_path / "store"))
     assert row["collection"] == "e2e" and row["model"] == MODEL
     assert row["tokenizer"] == f"server:{mrl_server.v1}"
-    assert row["instruction"] == "qwen3" and row["dimension"] == 128 and row["chunk_tokens"] == 512
+    assert row["instruction"] == "qwen3" and row["dimension"] == 128 and row["chunk_tokens"] == 256
 
     # Every chunk was bounded by the server's own count of it.
     kb = KnowledgeBase.open(load_settings(chroma_path=tmp_path / "store", collection="e2e"))
     chunks, stored = kb.all_chunks(with_vectors=True)
     for chunk in chunks:
-        count = httpx.post(f"{mrl_server.url}/tokenize", json={"model": MODEL, "prompt": chunk.text}).json()["count"]
+        embedded = chunk.metadata.get("heading", chunk.text)  # a heading entry embeds its heading
+        count = httpx.post(f"{mrl_server.url}/tokenize", json={"model": MODEL, "prompt": embedded}).json()["count"]
         assert count == chunk.metadata["tokens"] <= 512
 
     # Search ranks exactly as the server's vector of the instructed query says.
