@@ -77,3 +77,20 @@ def fake_server():
 
     with FakeEmbeddingServer() as server:
         yield server
+
+
+def best_passages(chunks, scores, k):
+    """Positions of the k best-scoring stored entries, each passage once (a heading entry and the chunk it
+    stands for are one passage): what kb's search must return, computed by brute force."""
+    import numpy as np
+
+    order, seen = [], set()
+    for i in np.argsort(-scores):
+        meta = chunks[i].metadata
+        passage = (meta["source"], meta["sha256"], meta.get("page"), meta.get("section", meta["chunk"]))
+        if passage not in seen:
+            seen.add(passage)
+            order.append(int(i))
+        if len(order) == k:
+            break
+    return order

@@ -31,7 +31,7 @@ from ingest.settings import DEFAULT_QWEN3_TASK, load_settings
 from ingest.store import KnowledgeBase, status
 from ingest.tokens import QWEN3_ENDOFTEXT, ServerTokenCounter, qwen3_counter, resolve_counter
 from kb_app.search import Searcher
-from tests.conftest import DATA
+from tests.conftest import best_passages, DATA
 from tests.rigs import vllm as rig
 
 # The first test pays for the venv (~2 min when missing), the model and both servers.
@@ -323,6 +323,6 @@ def test_kb_ingest_and_search_end_to_end_with_the_server_tokenizer(mrl_server, t
     results = json.loads(result.stdout)
     want = server_vectors(mrl_server, [instructed(query)])[0]
     scores = stored @ want
-    order = np.argsort(-scores)[:5]
+    order = best_passages(chunks, scores, 5)
     assert [r["chunk_id"] for r in results] == [chunks[i].id for i in order]
     assert [r["score"] for r in results] == pytest.approx([float(scores[i]) for i in order], abs=1e-3)
