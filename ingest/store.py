@@ -475,7 +475,7 @@ class KnowledgeBase:
                     keep = set(ids).union(*(w.earlier for w in finals))
                     sources = [w.source for w in finals]
                     where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
-                    stale = [i for i in self._chunks.get(where=where, include=[])["ids"] if i not in keep]
+                    stale = [i for i in self._where(where, [])[0] if i not in keep]
                     self._delete_ids(stale)
             if finals:
                 self._docs.upsert(
@@ -502,9 +502,8 @@ class KnowledgeBase:
         sources = sorted(self.documents())
         where = {"source": {"$nin": sources}} if sources else None
         try:
-            got = self._chunks.get(where=where, include=["metadatas"])
             found: dict[str, list[str]] = {}
-            for chunk_id_, metadata in zip(got["ids"], got["metadatas"] or []):
+            for chunk_id_, _, metadata in zip(*self._where(where, ["metadatas"])):
                 found.setdefault(str((metadata or {}).get("source", "")), []).append(chunk_id_)
             with self._writing():
                 self._delete_ids([i for ids in found.values() for i in ids])
@@ -519,7 +518,7 @@ class KnowledgeBase:
         try:
             with self._writing():
                 if self._chunks is not None:
-                    removed = self._chunks.get(where={"source": source}, include=[])["ids"]
+                    removed = self._where({"source": source}, [])[0]
                     self._delete_ids(removed)
                 if self._docs is not None:
                     self._docs.delete(ids=[document_id(source)])
@@ -571,8 +570,23 @@ class KnowledgeBase:
     def chunks_of(self, source: str) -> list[StoredChunk]:
         if not self._open_existing():
             return []
-        got = self._chunks.get(where={"source": source}, include=["documents", "metadatas"])
-        return [StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+        return [StoredChunk(i, t or "", m or {}) for i, t, m in zip(*self._where({"source": source}, ["documents", "metadatas"]))]
+
+    def _where(self, where: dict[str, Any] | None, include: list[str]) -> tuple[list[str], list[Any], list[Any]]:
+        """(ids, documents, metadatas) of the chunks matching `where`, read a page at a time: one read of a
+        source's 40,000 chunks is past SQLite's limit on a statement's variables ("too many SQL variables")."""
+        ids: list[str] = []
+        documents: list[Any] = []
+        metadatas: list[Any] = []
+        page, offset = max(1, self.max_batch), 0
+        while True:
+            got = self._chunks.get(where=where, include=include, limit=page, offset=offset)  # type: ignore[union-attr]
+            ids += got["ids"]
+            documents += got["documents"] if "documents" in include else [None] * len(got["ids"])
+            metadatas += got["metadatas"] if "metadatas" in include else [None] * len(got["ids"])
+            if len(got["ids"]) < page:
+                return ids, documents, metadatas
+            offset += page
 
 
 # The store process's own knowledge base, opened at its first call (so an error reaches the caller).

@@ -369,6 +369,9 @@ def parse_variant(text: str) -> dict[str, str]:
     return changes
 
 
+_SHAPING = ("model", "instruction", "query_task", "dimensions", "tokenizer", "chunk_tokens", "overlap", "headings")
+
+
 def compare(evalset: EvalSet, base: Settings, variants: Sequence[dict[str, str]], work: Path, *,
             ingest_corpus: bool = True, progress: Progress | None = None) -> list[tuple[str, EvalReport]]:
     """The base settings and each variant scored on the same set in one run, each in a collection of its
@@ -376,8 +379,10 @@ def compare(evalset: EvalSet, base: Settings, variants: Sequence[dict[str, str]]
     from ingest.settings import load_settings
 
     runs = []
+    # The base run is named by what it was given that shapes the vectors, so a table or plot reads alone.
+    given = [f"{k}={getattr(base, k)}" for k in _SHAPING if k in base.model_fields_set]
     for changes in [{}, *variants]:
-        label = ";".join(f"{k}={v}" for k, v in changes.items()) or "base"
+        label = ";".join(f"{k}={v}" for k, v in changes.items()) or ("base" + (f" ({';'.join(given)})" if given else ""))
         flags = {**{k: v for k, v in base.model_dump().items() if k in base.model_fields_set}, **changes}
         digest = hashlib.sha256(label.encode()).hexdigest()[:8]
         flags["collection"] = base.collection if not changes else f"{base.collection}-{digest}"

@@ -291,7 +291,7 @@ def test_over_length_chunk_fails_only_its_file(plain_server, tmp_path):
     assert "long.md" in result.stderr and "1 failed" in result.stderr
     kb = KnowledgeBase.open(load_settings(chroma_path=store, collection="long"))
     assert sorted(Path(s).name for s in kb.documents()) == ["bees.md", "panda.txt"]
-    assert kb.count() == 2
+    assert kb.count() == 3  # bees.md: its chunk and its heading's entry; panda.txt: one chunk
 
 
 # -- end to end -------------------------------------------------------------------------------------
