@@ -273,3 +273,32 @@ def test_ingest_and_search_with_the_server_tokenizer(servers, tmp_path):
     scores = stored @ server_vectors(sim, [instructed(query)])[0]
     order = best_passages(chunks, scores, 5)
     assert [r.chunk_id for r in response.results] == [chunks[i].id for i in order]
+
+
+# -- kb eval against a server ----------------------------------------------------------------------
+
+
+def test_kb_eval_compares_dimensions_and_query_instructions_in_one_run(servers, tmp_path):
+    """`--vary dimensions=32` and `--vary` of the query task: each variant's collection holds the vectors it
+    asked for, and its queries went to the server in the form its collection records."""
+    from kb_app.evaluate import EvalSet, compare
+
+    sim = servers["mrl"]
+    sim.reset()
+    corpus = {"solar": ("Solar panels", TEXTS["en"]), "tea": ("Green tea", "Green tea leaves are steamed or pan-fired.")}
+    evalset = EvalSet("tiny", corpus, {"q1": "太阳能电池板", "q2": "绿茶"}, {"q1": {"solar": 1}, "q2": {"tea": 1}})
+    task = "Given a product name, retrieve its description"
+    runs = compare(evalset, settings_for(sim, tmp_path, tokenizer="server", collection="tiny"),
+                   [{"dimensions": "32"}, {"query_task": task}], tmp_path / "work")
+    assert [label for label, _ in runs] == ["base (model=Qwen/Qwen3-Embedding-0.6B;tokenizer=server)",
+                                            "dimensions=32", f"query_task={task}"]
+    dimensions = [KnowledgeBase.open(load_settings(chroma_path=tmp_path / "chroma", collection=r.collection)).spec.dimension
+                  for _, r in runs]
+    assert dimensions == [DIM, 32, DIM] and len({r.collection for _, r in runs}) == 3
+    queries = [r for r in sim.received() if r["input"][0].startswith("Instruct:")]
+    assert [(r["input"], r.get("dimensions")) for r in queries] == [
+        ([instructed("太阳能电池板"), instructed("绿茶")], None),
+        ([instructed("太阳能电池板"), instructed("绿茶")], 32),
+        ([instructed("太阳能电池板", task), instructed("绿茶", task)], None),
+    ]
+    assert all(r.queries == 2 and 0 <= r.scores["ndcg@10"] <= 1 for _, r in runs)
