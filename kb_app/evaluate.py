@@ -139,10 +139,11 @@ def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
         if not folder.is_dir():
             raise EvalError(f"{folder} is not a folder: parallel mode takes two folders of the same documents")
     target_files, errors = discover([targets])
+    query_files, query_errors = discover([queries])
     files = {str(path): str(path.relative_to(targets)) for path in target_files}
-    skipped = [f"{e.path}: {e.reason}" for e in errors]
+    skipped = [f"{e.path}: {e.reason}" for e in [*errors, *query_errors]]
     loaded = {}
-    for path in discover([queries])[0]:
+    for path in query_files:
         relative = str(path.relative_to(queries))
         if relative not in files.values():
             skipped.append(f"{path}: no file {relative} under {targets}")
@@ -261,9 +262,10 @@ def write_corpus(evalset: EvalSet, folder: Path) -> dict[str, str]:
 
 
 def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus: bool = True,
-             progress: Progress | None = None) -> EvalReport:
+             progress: Progress | None = None, store_process: bool | None = None) -> EvalReport:
     """Ingest the set's corpus into `settings.collection` (unchanged documents are skipped) and score every
-    judged query against it."""
+    judged query against it. `store_process=False` keeps the writes in this process (the UI's, which holds
+    the embedded store open)."""
     if evalset.folder is not None:
         folder, sources = evalset.folder, evalset.files
     else:
@@ -271,7 +273,7 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
         sources = write_corpus(evalset, folder)
     report: IngestReport | None = None
     if ingest_corpus:
-        report = ingest([folder], settings, progress=progress, prune=True)
+        report = ingest([folder], settings, progress=progress, prune=True, store_process=store_process)
         if not report.ok:
             failed = report.of("failed")
             raise EvalError(f"{len(failed)} corpus documents could not be ingested (first: {failed[0].source}: "
