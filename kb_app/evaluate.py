@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ingest.errors import KbError
 from ingest.pipeline import IngestReport, Progress, ingest
@@ -248,13 +248,18 @@ def _file_name(document_id: str) -> str:
     return f"{slug}-{hashlib.sha256(document_id.encode()).hexdigest()[:10]}.md"
 
 
+def document_body(title: str, text: str) -> str:
+    """A corpus document as the Markdown file kb ingests: its title as the heading."""
+    return f"# {title}\n\n{text}\n" if title else f"{text}\n"
+
+
 def write_corpus(evalset: EvalSet, folder: Path) -> dict[str, str]:
     """Each document as a Markdown file (its title as the heading); file path -> document id."""
     folder.mkdir(parents=True, exist_ok=True)
     sources = {}
     for document_id, (title, text) in evalset.corpus.items():
         path = folder / _file_name(document_id)
-        body = f"# {title}\n\n{text}\n" if title else f"{text}\n"
+        body = document_body(title, text)
         if not path.exists() or path.read_text(encoding="utf-8") != body:
             path.write_text(body, encoding="utf-8")
         sources[str(path)] = document_id
@@ -262,10 +267,9 @@ def write_corpus(evalset: EvalSet, folder: Path) -> dict[str, str]:
 
 
 def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus: bool = True,
-             progress: Progress | None = None, store_process: bool | None = None) -> EvalReport:
+             progress: Progress | None = None, run_ingest: Callable[..., IngestReport] = ingest) -> EvalReport:
     """Ingest the set's corpus into `settings.collection` (unchanged documents are skipped) and score every
-    judged query against it. `store_process=False` keeps the writes in this process (the UI's, which holds
-    the embedded store open)."""
+    judged query against it. `run_ingest` ingests the corpus (the UI passes its own, `ingest_here`)."""
     if evalset.folder is not None:
         folder, sources = evalset.folder, evalset.files
     else:
@@ -273,7 +277,7 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
         sources = write_corpus(evalset, folder)
     report: IngestReport | None = None
     if ingest_corpus:
-        report = ingest([folder], settings, progress=progress, prune=True, store_process=store_process)
+        report = run_ingest([folder], settings, progress=progress, prune=True)
         if not report.ok:
             failed = report.of("failed")
             raise EvalError(f"{len(failed)} corpus documents could not be ingested (first: {failed[0].source}: "

@@ -45,6 +45,12 @@ class SearchResponse:
     seconds: float
 
 
+def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """Which passage a stored entry shows: its own chunk, or for a heading entry the chunk it stands for."""
+    return (metadata.get("source"), metadata.get("sha256"), metadata.get("page"),
+            metadata.get("section", metadata.get("chunk")))
+
+
 class Searcher:
     """Holds one knowledge base and its query embedder, so repeated searches pay setup once."""
 
@@ -102,7 +108,7 @@ class Searcher:
         seen: set[tuple[Any, ...]] = set()
         for hit in hits:
             meta = hit.metadata
-            passage = (meta.get("source"), meta.get("sha256"), meta.get("page"), meta.get("section", meta.get("chunk")))
+            passage = passage_of(meta)
             if passage in seen:
                 continue
             seen.add(passage)
@@ -161,13 +167,12 @@ class Searcher:
         if found is None:
             return []
         # A heading entry's place is its section's chunk; the entries themselves are not passages in order.
-        place = (found.metadata.get("page") or 0, found.metadata.get("section", found.metadata.get("chunk", 0)))
+        place = passage_of(found.metadata)
         ordered = sorted(
             (c for c in chunks if "section" not in c.metadata),
             key=lambda c: (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)),
         )
-        position = next((i for i, c in enumerate(ordered)
-                         if (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)) == place), None)
+        position = next((i for i, c in enumerate(ordered) if passage_of(c.metadata) == place), None)
         if position is None:
             return []
         return [c.text for c in ordered[max(0, position - around) : position + around + 1]]
