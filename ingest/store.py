@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import ModelMismatchError, StoreError
+from .errors import KbError, ModelMismatchError, StoreError
+from .lexical import LexicalIndex
 from .processes import process_pool
 from .settings import Settings
 
@@ -296,20 +297,30 @@ _FLOATS_PER_WRITE = 1 << 20  # vectors in one Chroma write: 4 MB as float32 (409
 class KnowledgeBase:
     """A named knowledge base in a Chroma store: its chunks, its documents, and what built them."""
 
-    def __init__(self, client, name: str, view: StoreView | None = None) -> None:  # noqa: ANN001
+    def __init__(self, client, name: str, view: StoreView | None = None,  # noqa: ANN001
+                 lexical_dir: Path | None = None) -> None:
         validate_name(name)
         if name.endswith(DOCS_SUFFIX):
             raise StoreError(f"collection names ending in {DOCS_SUFFIX!r} are kb's own")
         self.client = client
         self.name = name
         self.view = view
+        self.lexical_dir = lexical_dir  # None: this handle keeps no lexical index (hybrid search off)
+        self._lexical: LexicalIndex | None = None
         self._chunks = None
         self._docs = None
 
     @classmethod
     def open(cls, settings: Settings, name: str | None = None) -> KnowledgeBase:
         client, view = _open_client(settings)
-        return cls(client, name or settings.collection, view)
+        return cls(client, name or settings.collection, view, lexical_dir(settings))
+
+    @property
+    def lexical(self) -> LexicalIndex | None:
+        """The collection's BM25 index (ingest.lexical), kept in step with every write and delete below."""
+        if self._lexical is None and self.lexical_dir is not None:
+            self._lexical = LexicalIndex(self.lexical_dir / f"{self.name}.sqlite3")
+        return self._lexical
 
     def current(self) -> bool:
         """False when another process has written to this embedded store since it was opened here:
@@ -423,8 +434,12 @@ class KnowledgeBase:
             return 1000
 
     def _delete_ids(self, ids: list[str]) -> None:
+        # Vectors first: an entry left in the lexical index by a crash between the two is skipped at search
+        # (its chunk is gone) and removed by the next sync_lexical.
         for start in range(0, len(ids), self.max_batch):
             self._chunks.delete(ids=ids[start : start + self.max_batch])
+        if self.lexical is not None:
+            self.lexical.delete(ids)
 
     def write_document(
         self, record: DocumentRecord, ids: Sequence[str], vectors: np.ndarray,
@@ -467,6 +482,9 @@ class KnowledgeBase:
                 # Cut in calls of ~4 MB of vectors as well: a 3,000-chunk PDF in one call would be copied
                 # whole into Chroma's request (base64 and JSON for a server) at once.
                 step = max(1, min(self.max_batch, _FLOATS_PER_WRITE // vectors.shape[1])) if vectors is not None else 1
+                if self.lexical is not None:  # before the vectors: a record never vouches for unindexed text
+                    self.lexical.upsert((i, str(m.get("source", "")), lexical_text(t, m))
+                                        for i, t, m in zip(ids, texts, metadatas))
                 for start in range(0, len(ids), step):
                     end = start + step
                     self._chunks.upsert(ids=ids[start:end], embeddings=vectors[start:end],  # type: ignore[index]
@@ -527,6 +545,33 @@ class KnowledgeBase:
             raise StoreError(f"cannot delete {source} from collection {self.name!r}: {exc}") from None
         return len(removed)
 
+    def sync_lexical(self) -> dict[str, int]:
+        """Bring the lexical index level with the chunks: index what it lacks (a collection built before it
+        existed, a run killed between the two writes), drop what is gone. Counts first, so a store already
+        in step costs two counts; how many entries were added and removed."""
+        index = self.lexical
+        if index is None or not self._open_existing():
+            return {"added": 0, "removed": 0}
+        if index.count() == self.count():
+            return {"added": 0, "removed": 0}
+        have = index.ids()
+        stored: set[str] = set()
+        added = 0
+        try:
+            for got in self._pages(None, ["documents", "metadatas"]):
+                stored.update(got["ids"])
+                missing = [(i, str((m or {}).get("source", "")), lexical_text(t or "", m or {}))
+                           for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]) if i not in have]
+                index.upsert(missing)
+                added += len(missing)
+        except KbError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot read collection {self.name!r} to index it: {exc}") from None
+        gone = sorted(have - stored)
+        index.delete(gone)
+        return {"added": added, "removed": len(gone)}
+
     # -- reading -----------------------------------------------------------------------------
 
     def count(self) -> int:
@@ -585,6 +630,33 @@ class KnowledgeBase:
 
     def _ids(self, where: dict[str, Any] | None) -> list[str]:
         return [i for got in self._pages(where, []) for i in got["ids"]]
+
+    def get(self, ids: Sequence[str], where: dict[str, Any] | None = None) -> list[StoredChunk]:
+        """The chunks with these ids (those that also match `where`), in the order asked."""
+        if not ids or not self._open_existing():
+            return []
+        try:
+            got = self._chunks.get(ids=list(ids), where=where or None, include=["documents", "metadatas"])
+        except Exception as exc:
+            raise StoreError(f"cannot read from collection {self.name!r}: {exc}") from None
+        found = {i: StoredChunk(i, t or "", m or {}) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        return [found[i] for i in ids if i in found]
+
+
+def lexical_text(text: str, metadata: dict[str, Any]) -> str:
+    """What the lexical index holds for an entry: a heading entry's heading (what was embedded for it; its
+    stored text is its section's chunk, indexed already), else the chunk's text."""
+    return str(metadata.get("heading") or text)
+
+
+def lexical_dir(settings: Settings) -> Path:
+    """Where the BM25 indexes live: `--lexical-path`, else beside an embedded store's files, else (a Chroma
+    server) data/lexical on this machine."""
+    if settings.lexical_path is not None:
+        return Path(settings.lexical_path)
+    if settings.chroma_url:
+        return Path("data/lexical")
+    return Path(settings.chroma_path) / "kb-lexical"
 
 
 # The store process's own knowledge base, opened at its first call (so an error reaches the caller).
@@ -652,6 +724,9 @@ class StoreProcess:
 
     def delete_orphans(self) -> dict[str, int]:
         return self._call("delete_orphans")
+
+    def sync_lexical(self) -> dict[str, int]:
+        return self._call("sync_lexical")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

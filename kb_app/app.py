@@ -36,6 +36,7 @@ CARD_STYLE = """
 .kb-head { font-size: 0.95rem; margin-bottom: 0.2rem; }
 .kb-score { font-family: monospace; color: #555; }
 .kb-source { color: #2e6b30; }
+.kb-stages { font-family: monospace; font-size: 0.8rem; color: #666; margin-bottom: 0.2rem; }
 </style>
 """
 
@@ -124,6 +125,8 @@ def show_result(result: SearchResult, query: str, finder: Searcher) -> None:
             + (f' &middot; <span class="kb-heading">matched the heading “{html.escape(result.heading)}”</span>'
                if result.heading else "")
             + "</div>"
+            + (f'<div class="kb-stages">{html.escape(result.stages())}</div>' if result.fused_score is not None
+               or result.rerank_score is not None else "")
         )
         preview = result.text if len(result.text) <= 600 else result.text[:600] + " …"
         show_text(preview, query)
@@ -148,6 +151,12 @@ def search_page(current: Settings) -> None:
         )
         return
     query = st.text_input("Ask a question in any language", key="query", placeholder="e.g. 太阳能电池板是怎样发电的？")
+    modes = ["dense", "hybrid"] + (["hybrid + rerank"] if current.rerank_endpoint else [])
+    default = "hybrid + rerank" if current.rerank and current.rerank_endpoint else current.search_mode
+    ranking = st.radio("Ranking", modes, index=modes.index(default), horizontal=True, key="ranking",
+                       help="dense: vectors alone · hybrid: vectors and BM25 keywords, fused by reciprocal rank"
+                            + (" · hybrid + rerank: the best of those reordered by the reranker"
+                               if current.rerank_endpoint else " · reranking needs KB_RERANK_ENDPOINT"))
     with st.expander("Filters", expanded=False):
         k = st.slider("Results", 1, 20, 5, key="top_k")
         types = st.multiselect("File type", sorted({d.file_type for d in documents.values()}), key="types")
@@ -162,12 +171,17 @@ def search_page(current: Settings) -> None:
         return
     finder = searcher(current)
     started = time.perf_counter()
-    response = finder.search(query, k, where_filter(types, sources, languages))
+    try:
+        response = finder.search(query, k, where_filter(types, sources, languages),
+                                 mode=ranking.split(" ")[0], rerank=ranking.endswith("rerank"))
+    except KbError as exc:
+        st.error(str(exc))
+        return
     elapsed = (time.perf_counter() - started) * 1000
     if not response.results:
         st.warning("No results: no passage matches these filters. Clear some filters and search again.")
         return
-    st.caption(f"{len(response.results)} results in {elapsed:.0f} ms")
+    st.caption(f"{len(response.results)} results ({response.mode}) in {elapsed:.0f} ms: {response.timing_summary()}")
     for result in response.results:
         show_result(result, query, finder)
 

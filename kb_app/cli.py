@@ -56,6 +56,16 @@ Dimensions = Annotated[Optional[int], typer.Option(help="Matryoshka output dimen
 Tokenizer = Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")]
 PdfPassword = Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")]
 ReportJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout")]
+# How search ranks: shared by search and eval.
+Mode = Annotated[Optional[str], typer.Option(
+    "--mode", help="dense (vectors alone) or hybrid (vectors and BM25, fused by reciprocal rank) [KB_SEARCH_MODE]")]
+Rerank = Annotated[Optional[bool], typer.Option(
+    "--rerank/--no-rerank", help="Reorder the best passages with the reranker at --rerank-endpoint [KB_RERANK]")]
+RerankEndpoint = Annotated[Optional[str], typer.Option(
+    help="Rerank API base URL (vLLM, SGLang, Cohere/Jina style) [KB_RERANK_ENDPOINT]")]
+RerankModel = Annotated[Optional[str], typer.Option(help="Served reranker name [KB_RERANK_MODEL]")]
+RerankApi = Annotated[Optional[str], typer.Option(
+    help="rerank: POST /rerank (vLLM, SGLang, Cohere, Jina); score: vLLM's POST /score [KB_RERANK_API]")]
 
 
 def _settings(**flags: Any) -> Settings:
@@ -272,19 +282,25 @@ def search_command(
     collection: Collection = None,
     where: Annotated[Optional[str], typer.Option(help='Chroma metadata filter, e.g. {"file_type": "pdf"}')] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout")] = False,
+    mode: Mode = None,
+    rerank: Rerank = None,
+    rerank_endpoint: RerankEndpoint = None,
+    rerank_model: RerankModel = None,
+    rerank_api: RerankApi = None,
     endpoint: Endpoint = None,
     model: Model = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
     config: Config = None,
 ) -> None:
-    """Search a knowledge base: ranked passages with score, source and page."""
+    """Search a knowledge base: ranked passages with score, source and page, and each stage's scores."""
     from kb_app.search import Searcher
 
     try:
         settings = _settings(
             collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
-            chroma_url=chroma_url, config=config,
+            chroma_url=chroma_url, config=config, search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint,
+            rerank_model=rerank_model, rerank_api=rerank_api,
         )
         started = time.perf_counter()
         response = Searcher(settings).search(query, k, parse_where(where))
@@ -304,9 +320,11 @@ def search_command(
         snippet = snippet[:300] + ("…" if len(snippet) > 300 else "")
         matched = f"  [dim](heading: {escape(result.heading)})[/]" if result.heading else ""
         out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]{matched}")
+        if response.mode != "dense":
+            out.print(f"   [dim]{escape(result.stages())}[/]", highlight=False)
         out.print(f"   {escape(snippet)}", highlight=False)
-    err.print(f"[dim]{len(response.results)} results in {response.seconds * 1000:.0f} ms "
-              f"(search) / {total * 1000:.0f} ms (with setup)[/]")
+    err.print(f"[dim]{len(response.results)} results ({response.mode}) in {response.seconds * 1000:.0f} ms "
+              f"({response.timing_summary()}) / {total * 1000:.0f} ms (with setup)[/]")
 
 
 @app.command("status")
@@ -518,12 +536,17 @@ def eval_command(
     query_task: QueryTask = None,
     dimensions: Dimensions = None,
     tokenizer: Tokenizer = None,
+    mode: Mode = None,
+    rerank: Rerank = None,
+    rerank_endpoint: RerankEndpoint = None,
+    rerank_model: RerankModel = None,
+    rerank_api: RerankApi = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
     as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
-    """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10."""
+    """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10, and search latency."""
     from kb_app.evaluate import compare, evaluate, load_beir, parallel_set, parse_variant, plot_recall
 
     try:
@@ -534,6 +557,8 @@ def eval_command(
             collection=collection or f"eval-{evalset.name}", endpoint=endpoint, model=model,
             chunk_tokens=chunk_tokens, overlap=overlap, headings=headings, instruction=instruction, query_task=query_task,
             dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, config=config,
+            search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint, rerank_model=rerank_model,
+            rerank_api=rerank_api,
         )
         variants = [parse_variant(v) for v in vary or []]
         with RichProgress(err) as progress:
@@ -564,6 +589,9 @@ def eval_command(
         number = (lambda v: str(v)) if name == "queries" else (lambda v: f"{v:.4f}")
         table.add_row(name, number(value), *[number(kind[name]) for kind in report.by_kind.values()])
     table.add_row("seconds per query", f"{report.seconds_per_query:.4f}")
+    if report.latency_ms:
+        table.add_row(f"search ms p50 / p95 ({report.mode}, k=10)",
+                      f"{report.latency_ms['p50']:.1f} / {report.latency_ms['p95']:.1f}")
     out.print(table)
 
 
@@ -574,11 +602,12 @@ def _print_comparison(runs: list, as_json: bool) -> None:
         return
     first = runs[0][1]
     names = [name for name in first.scores if name != "queries"]
-    table = Table("variant", "collection", *names, "s/query",
+    table = Table("variant", "collection", "mode", *names, "search ms p50", "p95",
                   title=f"{first.set}: {first.queries} queries, {first.documents} documents")
     for label, report in runs:
-        table.add_row(label, report.collection, *[f"{report.scores[n]:.4f}" for n in names],
-                      f"{report.seconds_per_query:.4f}")
+        latency = report.latency_ms
+        table.add_row(label, report.collection, report.mode, *[f"{report.scores[n]:.4f}" for n in names],
+                      f"{latency.get('p50', 0):.1f}", f"{latency.get('p95', 0):.1f}")
     out.print(table)
 
 

@@ -234,6 +234,8 @@ class EvalReport:
     ingest: dict[str, Any] | None = None
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     recall_curve: list[float] = field(default_factory=list)  # mean recall@k for k = 1..100
+    mode: str = "dense"  # how search ranked: dense, hybrid, dense+rerank, hybrid+rerank
+    latency_ms: dict[str, float] = field(default_factory=dict)  # searches of 10 results (see search_latency)
 
     def to_dict(self, per_query: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -300,6 +302,7 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
             ndcg(ranked, relevant), reciprocal_rank(ranked, relevant),
             {f"recall@{k}": recall(ranked, relevant, k) for k in RECALL_AT},
         ))
+    latency = search_latency(searcher, [evalset.queries[q] for q in ids[:LATENCY_QUERIES]])
     # Query ids of the form "kind:..." (title:, para: in bench.evalsets) are also scored by kind.
     kinds = sorted({r.id.split(":", 1)[0] for r in results}) if all(":" in r.id for r in results) else []
     return EvalReport(
@@ -308,8 +311,34 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
         {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
          "chunks": report.chunks} if report else None,
         {kind: _scores([r for r in results if r.id.startswith(kind + ":")]) for kind in kinds} if len(kinds) > 1 else {},
-        recall_curve(results),
+        recall_curve(results), responses[0].mode if responses else settings.search_mode, latency,
     )
+
+
+LATENCY_QUERIES = 100
+
+
+def search_latency(searcher: Searcher, queries: Sequence[str], k: int = 10) -> dict[str, float]:
+    """How long searches of k results take, as a user would run them (scoring asks for 300 passages a query,
+    which is not): p50 and p95 in ms of the search without its query embedding (queries are embedded 64 to
+    a request here, unlike one at a time in use), the median of each stage, and the embedding's mean share."""
+    if not queries:
+        return {}
+    responses = searcher.search_many(list(queries), k=k)
+    search = sorted((r.seconds - r.timings.get("embed", 0.0)) * 1000 for r in responses)
+    out = {"p50": _percentile(search, 50), "p95": _percentile(search, 95),
+           "embed_share": _mean(r.timings.get("embed", 0.0) * 1000 for r in responses)}
+    for stage in ("dense", "lexical", "fuse", "rerank"):
+        values = sorted(r.timings[stage] * 1000 for r in responses if stage in r.timings)
+        if values:
+            out[stage] = _percentile(values, 50)
+    return {name: round(value, 2) for name, value in out.items()} | {"queries": len(responses)}
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return float(ordered[index])
 
 
 def recall_curve(results: Sequence[QueryResult], depth: int = max(RECALL_AT)) -> list[float]:
@@ -390,8 +419,10 @@ def compare(evalset: EvalSet, base: Settings, variants: Sequence[dict[str, str]]
     for changes in [{}, *variants]:
         label = ";".join(f"{k}={v}" for k, v in changes.items()) or ("base" + (f" ({';'.join(given)})" if given else ""))
         flags = {**{k: v for k, v in base.model_dump().items() if k in base.model_fields_set}, **changes}
-        digest = hashlib.sha256(label.encode()).hexdigest()[:8]
-        flags["collection"] = base.collection if not changes else f"{base.collection}-{digest}"
+        # Variants that only search differently (search_mode, rerank, ...) share the base's collection.
+        shaping = ";".join(f"{k}={v}" for k, v in changes.items() if k in _SHAPING)
+        digest = hashlib.sha256(shaping.encode()).hexdigest()[:8]
+        flags["collection"] = f"{base.collection}-{digest}" if shaping else base.collection
         try:
             settings = load_settings(**flags)
         except KbError as exc:

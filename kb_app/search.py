@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ingest.embeddings import Embedder, make_embedder
@@ -16,6 +16,7 @@ from ingest.errors import ConfigError, KbError
 from ingest.instructions import Instruction
 from ingest.settings import Settings
 from ingest.store import KnowledgeBase
+from kb_app.rerank import Reranker, make_reranker
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,30 @@ class SearchResult:
     end: int | None
     language: str | None = None
     heading: str | None = None  # the heading that matched, when the passage was found by its section's heading
+    # Each stage's view of the passage (None: the stage did not run, or did not find it). `score` is the
+    # last stage's: rerank, else fused (hybrid), else dense cosine similarity.
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None  # BM25
+    fused_score: float | None = None  # reciprocal rank fusion
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stages(self) -> str:
+        """Each stage's rank and score, e.g. "dense #3 0.612 · bm25 #1 7.20 · rrf 0.0323 · rerank 0.914"."""
+        parts = []
+        if self.dense_rank is not None:
+            parts.append(f"dense #{self.dense_rank} {self.dense_score:.3f}")
+        if self.lexical_rank is not None:
+            parts.append(f"bm25 #{self.lexical_rank} {self.lexical_score:.2f}")
+        if self.fused_score is not None:
+            parts.append(f"rrf {self.fused_score:.4f}")
+        if self.rerank_score is not None:
+            parts.append(f"rerank {self.rerank_score:.3f}")
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,31 @@ class SearchResponse:
     collection: str
     results: list[SearchResult]
     seconds: float
+    mode: str = "dense"  # dense, hybrid, dense+rerank or hybrid+rerank
+    # Seconds per stage: embed (the query's share of its request), dense, lexical, fuse, rerank.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timing_summary(self) -> str:
+        """Milliseconds per stage, e.g. "embed 12, dense 3, bm25 2, fuse 0, rerank 85"."""
+        names = {"lexical": "bm25"}
+        return ", ".join(f"{names.get(stage, stage)} {seconds * 1000:.0f}" for stage, seconds in self.timings.items())
+
+
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009), as Elasticsearch and OpenSearch use it
+
+
+@dataclass
+class _Candidate:
+    """One passage as the stages see it."""
+
+    chunk: Any  # StoredChunk: the entry that found it first
+    heading: str | None = None
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None
+    fused: float = 0.0
+    rerank_score: float | None = None
 
 
 def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
@@ -51,10 +98,22 @@ def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
             metadata.get("section", metadata.get("chunk")))
 
 
+def _dense_candidates(hits: Sequence[Any]) -> dict[tuple[Any, ...], _Candidate]:
+    """The dense hits as passages in rank order, each at its best entry (a heading entry or the chunk)."""
+    out: dict[tuple[Any, ...], _Candidate] = {}
+    for hit in hits:
+        key = passage_of(hit.metadata)
+        if key not in out:
+            out[key] = _Candidate(hit, heading=hit.metadata.get("heading"), dense_rank=len(out) + 1,
+                                  dense_score=round(1.0 - float(hit.distance or 0.0), 4))
+    return out
+
+
 class Searcher:
     """Holds one knowledge base and its query embedder, so repeated searches pay setup once."""
 
-    def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, embedder: Embedder | None = None,
+                 reranker: Reranker | None = None) -> None:
         self.settings = settings
         self.kb = kb or KnowledgeBase.open(settings)
         spec = self.kb.spec
@@ -77,88 +136,183 @@ class Searcher:
         self.embedder = embedder or make_embedder(query_settings, model=spec.model, instruction=spec.instruction)
         # Queries are formatted the way the collection's documents expect.
         self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
+        self.reranker = reranker or (make_reranker(settings) if settings.rerank_endpoint else None)
+        self._lexical_ready = False
 
-    async def asearch(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+    def _stages(self, mode: str | None, rerank: bool | None) -> tuple[str, bool]:
+        mode = mode or self.settings.search_mode
+        if mode not in ("dense", "hybrid"):
+            raise KbError(f"search mode {mode!r} is not one of dense, hybrid")
+        rerank = self.settings.rerank if rerank is None else rerank
+        if rerank and self.reranker is None:
+            raise ConfigError("reranking needs a rerank endpoint: --rerank-endpoint URL (or KB_RERANK_ENDPOINT)")
+        if mode == "hybrid" and not self._lexical_ready:
+            index = self.kb.lexical
+            if index is None:
+                raise KbError("hybrid search needs the collection's lexical index, which this store handle lacks")
+            if index.count() == 0:  # a collection from before kb kept one: built once, from the stored text
+                self.kb.sync_lexical()
+            self._lexical_ready = True
+        return mode, rerank
+
+    async def asearch(self, query: str, k: int = 5, where: dict[str, Any] | None = None, *,
+                      mode: str | None = None, rerank: bool | None = None) -> SearchResponse:
+        """The k best passages for `query`; `mode` and `rerank` override the settings for this search."""
         if not query.strip():
             raise KbError("the query is empty")
         if k < 1:
             raise KbError("k must be at least 1")
+        stages = self._stages(mode, rerank)
         started = time.perf_counter()
         vector = (await self.embedder.embed([query], "query"))[0]
-        return await self._answer(query, vector, k, where, started)
+        embedded = time.perf_counter() - started
+        return await self._answer(query, vector, k, where, started, stages, embedded)
 
     async def _answer(self, query: str, vector: Any, k: int, where: dict[str, Any] | None,  # noqa: ANN401
-                      started: float) -> SearchResponse:
+                      started: float, stages: tuple[str, bool], embedded: float) -> SearchResponse:
+        mode, rerank = stages
         if not self.kb.current():  # another process wrote to the store: search what it wrote too
             self.kb = KnowledgeBase.open(self.settings, self.kb.name)
+        timings = {"embed": embedded}
+        if mode == "dense" and not rerank:
+            candidates = await self._dense_only(vector, k, where, timings)
+        else:
+            candidates = await self._fused(query, vector, max(k, self.settings.rerank_candidates if rerank else k),
+                                           where, mode, timings)
+            if rerank:  # the best rerank_candidates reordered; any further ones (k is larger) follow as fused
+                head = self.settings.rerank_candidates
+                candidates = await self._rerank(query, candidates[:head], timings) + candidates[head:]
+        results = [self._result(rank, c, mode, rerank) for rank, c in enumerate(candidates[:k], 1)]
+        label = mode + ("+rerank" if rerank else "")
+        return SearchResponse(query, self.kb.name, results, time.perf_counter() - started, label, timings)
+
+    async def _dense_only(self, vector: Any, k: int, where: dict[str, Any] | None,  # noqa: ANN401
+                          timings: dict[str, float]) -> list[_Candidate]:
         # A heading entry and its section's chunk are one passage, kept once at its best score: a few more
         # than k are asked for, and more again in the rare case that was not enough.
+        began = time.perf_counter()
         wanted = k + max(4, k // 2)
         while True:
             hits = await asyncio.to_thread(self.kb.query, vector, wanted, where)
-            results = self._passages(hits, k)
-            if len(results) == k or len(hits) < wanted:
+            candidates = list(_dense_candidates(hits).values())[:k]
+            if len(candidates) == k or len(hits) < wanted:
                 break
             wanted *= 2
-        return SearchResponse(query, self.kb.name, results, time.perf_counter() - started)
+        timings["dense"] = time.perf_counter() - began
+        return candidates
+
+    async def _fused(self, query: str, vector: Any, wanted: int, where: dict[str, Any] | None,  # noqa: ANN401
+                     mode: str, timings: dict[str, float]) -> list[_Candidate]:
+        """Dense candidates, and in hybrid mode BM25 candidates, fused by reciprocal rank at passage level."""
+        depth = max(self.settings.candidates, wanted + max(4, wanted // 2))
+        began = time.perf_counter()
+        hits = await asyncio.to_thread(self.kb.query, vector, depth, where)
+        timings["dense"] = time.perf_counter() - began
+        passages = _dense_candidates(hits)
+        if mode == "hybrid":
+            began = time.perf_counter()
+            lexical = await asyncio.to_thread(self._lexical, query, depth, where, {h.id: h for h in hits})
+            timings["lexical"] = time.perf_counter() - began
+            for rank, (chunk, score) in enumerate(lexical, 1):
+                key = passage_of(chunk.metadata)
+                found = passages.get(key)
+                if found is None:
+                    passages[key] = found = _Candidate(chunk, heading=chunk.metadata.get("heading"))
+                if found.lexical_rank is None:
+                    found.lexical_rank, found.lexical_score = rank, round(score, 4)
+        began = time.perf_counter()
+        weight = self.settings.lexical_weight
+        for c in passages.values():
+            c.fused = (1.0 / (RRF_K + c.dense_rank) if c.dense_rank else 0.0) + (
+                weight / (RRF_K + c.lexical_rank) if c.lexical_rank else 0.0)
+        ordered = sorted(passages.values(), key=lambda c: (-c.fused, c.dense_rank or depth + 1))
+        timings["fuse"] = time.perf_counter() - began
+        return ordered[:wanted]
+
+    def _lexical(self, query: str, depth: int, where: dict[str, Any] | None,
+                 known: dict[str, Any]) -> list[tuple[Any, float]]:
+        """BM25's best entries as stored chunks, best first. Entries the dense list did not bring are read
+        from the store, which also applies `where` to them; entries whose chunk is gone are skipped."""
+        index = self.kb.lexical
+        assert index is not None
+        hits = index.search(query, depth)
+        unknown = [h.id for h in hits if h.id not in known]
+        read = {c.id: c for c in self.kb.get(unknown, where)} if unknown else {}
+        out = []
+        for hit in hits:
+            chunk = known.get(hit.id) or read.get(hit.id)
+            if chunk is not None:
+                out.append((chunk, hit.score))
+        return out
+
+    async def _rerank(self, query: str, candidates: list[_Candidate], timings: dict[str, float]) -> list[_Candidate]:
+        assert self.reranker is not None
+        began = time.perf_counter()
+        scores = await self.reranker.rerank(query, [c.chunk.text for c in candidates])
+        timings["rerank"] = time.perf_counter() - began
+        for c, score in zip(candidates, scores):
+            c.rerank_score = round(score, 4)
+        return sorted(candidates, key=lambda c: -(c.rerank_score or 0.0))
 
     @staticmethod
-    def _passages(hits: Sequence[Any], k: int) -> list[SearchResult]:
-        results: list[SearchResult] = []
-        seen: set[tuple[Any, ...]] = set()
-        for hit in hits:
-            meta = hit.metadata
-            passage = passage_of(meta)
-            if passage in seen:
-                continue
-            seen.add(passage)
-            results.append(SearchResult(
-                rank=len(results) + 1,
-                score=round(1.0 - float(hit.distance or 0.0), 4),
-                text=hit.text,
-                source=str(meta.get("source", "")),
-                page=meta.get("page"),
-                chunk_id=hit.id,
-                title=str(meta.get("title", "")),
-                file_type=str(meta.get("file_type", "")),
-                start=meta.get("start"),
-                end=meta.get("end"),
-                language=meta.get("language"),
-                heading=meta.get("heading"),
-            ))
-            if len(results) == k:
-                break
-        return results
+    def _result(rank: int, c: _Candidate, mode: str, rerank: bool) -> SearchResult:
+        meta = c.chunk.metadata
+        if rerank:
+            score = c.rerank_score or 0.0
+        elif mode == "hybrid":
+            score = round(c.fused, 6)
+        else:
+            score = c.dense_score or 0.0
+        return SearchResult(
+            rank=rank, score=score, text=c.chunk.text, source=str(meta.get("source", "")), page=meta.get("page"),
+            chunk_id=c.chunk.id, title=str(meta.get("title", "")), file_type=str(meta.get("file_type", "")),
+            start=meta.get("start"), end=meta.get("end"), language=meta.get("language"), heading=c.heading,
+            dense_rank=c.dense_rank, dense_score=c.dense_score, lexical_rank=c.lexical_rank,
+            lexical_score=c.lexical_score, fused_score=round(c.fused, 6) if mode == "hybrid" else None,
+            rerank_score=c.rerank_score,
+        )
 
     def search_many(self, queries: Sequence[str], k: int = 5, where: dict[str, Any] | None = None,
-                    batch: int = 64) -> list[SearchResponse]:
-        """Many queries: embedded `batch` at a time (one request each), then searched one by one."""
+                    batch: int = 64, *, mode: str | None = None, rerank: bool | None = None) -> list[SearchResponse]:
+        """Many queries: embedded `batch` at a time (one request each), then searched one by one. Each
+        response's `seconds` and timings["embed"] count its share of the embedding request."""
         if any(not q.strip() for q in queries):
             raise KbError("a query is empty")
-        return asyncio.run(self._many(list(queries), k, where, batch))
+        stages = self._stages(mode, rerank)
+        return asyncio.run(self._many(list(queries), k, where, batch, stages))
 
-    async def _many(self, queries: list[str], k: int, where: dict[str, Any] | None, batch: int) -> list[SearchResponse]:
+    async def _many(self, queries: list[str], k: int, where: dict[str, Any] | None, batch: int,
+                    stages: tuple[str, bool]) -> list[SearchResponse]:
         responses = []
         try:
             for start in range(0, len(queries), batch):
                 began = time.perf_counter()
                 part = queries[start : start + batch]
                 vectors = await self.embedder.embed(part, "query")
+                share = (time.perf_counter() - began) / len(part)
                 for query, vector in zip(part, vectors):
-                    responses.append(await self._answer(query, vector, k, where, began))
+                    responses.append(await self._answer(query, vector, k, where, time.perf_counter() - share,
+                                                        stages, share))
         finally:
-            await self.embedder.aclose()
+            await self.aclose()
         return responses
 
-    def search(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
+    def search(self, query: str, k: int = 5, where: dict[str, Any] | None = None, *,
+               mode: str | None = None, rerank: bool | None = None) -> SearchResponse:
         """Search from synchronous code; the Searcher stays usable for the next query."""
-        return asyncio.run(self._once(query, k, where))
+        return asyncio.run(self._once(query, k, where, mode, rerank))
 
-    async def _once(self, query: str, k: int, where: dict[str, Any] | None) -> SearchResponse:
+    async def _once(self, query: str, k: int, where: dict[str, Any] | None, mode: str | None,
+                    rerank: bool | None) -> SearchResponse:
         try:
-            return await self.asearch(query, k, where)
+            return await self.asearch(query, k, where, mode=mode, rerank=rerank)
         finally:
-            await self.embedder.aclose()  # this loop ends here; the next call opens its own connections
+            await self.aclose()  # this loop ends here; the next call opens its own connections
+
+    async def aclose(self) -> None:
+        await self.embedder.aclose()
+        if self.reranker is not None:
+            await self.reranker.aclose()
 
     def neighbours(self, result: SearchResult, around: int = 1) -> list[str]:
         """The result's chunk with the chunks just before and after it in reading order (page, then position)."""
@@ -179,5 +333,5 @@ class Searcher:
 
 
 def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:
-    """One search with the settings' knowledge base."""
+    """One search with the settings' knowledge base, in the settings' mode."""
     return Searcher(settings).search(query, k, where)

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_VERSION = "0.32.0"
@@ -162,7 +162,8 @@ class VllmServer:
     """
 
     def __init__(self, model_dir: Path, workdir: Path, *, max_model_len: int = 8192, matryoshka: bool = False,
-                 served_model: str = SERVED_MODEL, startup_seconds: float = 600) -> None:
+                 served_model: str = SERVED_MODEL, startup_seconds: float = 600,
+                 serve_args: Sequence[str] = ("--convert", "embed"), log_name: str = "vllm") -> None:
         from bench.run import free_port, wait_http
 
         self.model = served_model
@@ -172,11 +173,11 @@ class VllmServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.v1 = f"{self.url}/v1"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / f"vllm-{self.port}.log"
+        self.log = workdir / f"{log_name}-{self.port}.log"
         command = [
             str(venv_python()), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir), "--served-model-name", served_model,
-            "--runner", "pooling", "--convert", "embed", "--dtype", "float32",
+            "--runner", "pooling", *serve_args, "--dtype", "float32",
             "--max-model-len", str(max_model_len),
             # No torch.compile warm-up (~25 s of a ~60 s start) and no separate worker process: the API,
             # tokenizer, pooling and error paths under test are the same.

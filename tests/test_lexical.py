@@ -1,0 +1,128 @@
+"""The BM25 index beside each collection: its terms, its ranking, and that every write and delete of the
+store keeps it in step (ingest, re-ingest, prune, delete, a run killed between the two writes)."""
+
+import re
+import shutil
+import sqlite3
+
+import pytest
+
+from ingest.lexical import MAX_QUERY_TERMS, LexicalIndex, terms
+from ingest.pipeline import ingest
+from ingest.settings import load_settings
+from ingest.store import KnowledgeBase, lexical_dir
+from kb_app.search import Searcher
+
+
+def test_terms_cut_spaced_scripts_into_words_and_cjk_into_character_pairs():
+    assert terms("Configure the APT sources.list, then run apt-get update!") == [
+        "configure", "the", "apt", "sources", "list", "then", "run", "apt", "get", "update"]
+    assert terms("配置网络") == ["配置", "置网", "网络"]
+    assert terms("Debian 安装程序") == ["debian", "安装", "装程", "程序"]
+    assert terms("パッケージ管理") == ["パッ", "ッケ", "ケー", "ージ", "ジ管", "管理"]
+    assert terms("한국어") == ["한국", "국어"]
+    assert terms("中 文") == ["中", "文"]  # a lone character stands as itself
+    assert terms("ＡＰＴ Größe") == terms("apt GRÖSSE") == ["apt", "grösse"]  # NFKC and full case folding
+    assert terms("--- ... ___") == []
+
+
+def test_index_ranks_by_bm25_replaces_and_deletes(tmp_path):
+    index = LexicalIndex(tmp_path / "x.sqlite3")
+    index.upsert([
+        ("a", "s1", "Install packages with apt-get install."),
+        ("b", "s1", "The kernel is configured with grub; grub loads the kernel."),
+        ("c", "s2", "网络接口的配置在 /etc/network/interfaces 文件中"),
+    ])
+    assert [h.id for h in index.search("grub kernel", 5)] == ["b"]
+    assert [h.id for h in index.search("网络配置", 5)] == ["c"]  # pairs match inside a longer run
+    assert [h.id for h in index.search("interfaces apt", 5)] == ["a", "c"] or [
+        h.id for h in index.search("interfaces apt", 5)] == ["c", "a"]
+    hits = index.search("install kernel", 5)
+    assert {h.id for h in hits} == {"a", "b"} and all(h.score > 0 for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h.score)
+    index.upsert([("a", "s1", "nothing about packages")])  # same id: replaced, not added
+    assert index.count() == 3 and [h.id for h in index.search("packages", 5)] == ["a"]
+    assert index.search("install", 5) == []
+    index.delete(["a", "not-there"])
+    assert index.ids() == {"b", "c"}
+    assert index.search("", 5) == [] and index.search("!!!", 5) == []
+    # On disk, not in memory: another handle on the same file sees it all.
+    assert LexicalIndex(tmp_path / "x.sqlite3").ids() == {"b", "c"}
+
+
+def test_a_long_query_keeps_its_rarest_terms(tmp_path):
+    index = LexicalIndex(tmp_path / "x.sqlite3")
+    common = " ".join(f"common{i}" for i in range(MAX_QUERY_TERMS))
+    index.upsert([(f"d{i}", "s", common) for i in range(20)] + [("rare", "s", "zyzzyva " + common)])
+    hits = index.search(common + " zyzzyva", 3)
+    assert hits[0].id == "rare"
+
+
+@pytest.fixture
+def kb_settings(tmp_path, corpus):
+    return load_settings(chroma_path=tmp_path / "chroma")
+
+
+def _stored_ids(kb):
+    chunks, _ = kb.all_chunks(with_text=False)
+    return {c.id for c in chunks}
+
+
+def test_ingest_reingest_prune_and_delete_keep_the_index_level_with_the_chunks(kb_settings, corpus):
+    assert ingest([corpus], kb_settings).ok
+    kb = KnowledgeBase.open(kb_settings)
+    assert (lexical_dir(kb_settings) / "knowledge.sqlite3").is_file()
+    assert kb.lexical.ids() == _stored_ids(kb) and kb.lexical.count() > 50
+    # A heading entry is indexed by its heading: BM25 finds the section by its title words.
+    top = kb.lexical.search("Inverters DC AC", 1)[0]
+    assert kb.get([top.id])[0].metadata.get("heading") == "Inverters: From DC to AC"
+
+    solar = corpus / "en" / "solar-power.md"
+    solar.write_text(re.sub(r"(?i)inverters?", "Wechselrichter zyzzyva", solar.read_text()))
+    assert ingest([corpus], kb_settings).ok
+    kb = KnowledgeBase.open(kb_settings)
+    assert kb.lexical.ids() == _stored_ids(kb)
+    assert kb.lexical.search("zyzzyva", 5) and kb.lexical.search("inverter inverters", 5) == []
+
+    (corpus / "en" / "coffee-brewing.html").unlink()
+    assert ingest([corpus], kb_settings, prune=True).ok
+    kb = KnowledgeBase.open(kb_settings)
+    assert kb.lexical.ids() == _stored_ids(kb) and not kb.lexical.search("espresso", 5)
+
+    removed = kb.delete_document(str(solar))
+    assert removed > 0 and kb.lexical.ids() == _stored_ids(kb) and not kb.lexical.search("zyzzyva", 5)
+
+
+def test_sync_rebuilds_a_lost_index_and_drops_entries_of_gone_chunks(kb_settings, corpus):
+    assert ingest([corpus], kb_settings).ok
+    kb = KnowledgeBase.open(kb_settings)
+    expected = kb.lexical.ids()
+    kb.lexical.close()
+    # A collection from before the index existed: nothing on disk. The next ingest (nothing to embed) builds it.
+    shutil.rmtree(lexical_dir(kb_settings))
+    report = ingest([corpus], kb_settings)
+    assert report.ok and not report.of("ingested")
+    kb = KnowledgeBase.open(kb_settings)
+    assert kb.lexical.ids() == expected
+    # A run killed after the index was written and before the vectors: an entry for a chunk that is not stored.
+    kb.lexical.upsert([("ghost", "nowhere.md", "phantom text")])
+    assert kb.sync_lexical() == {"added": 0, "removed": 1}
+    assert kb.lexical.ids() == expected and kb.sync_lexical() == {"added": 0, "removed": 0}
+
+
+def test_hybrid_search_builds_a_missing_index_once_and_skips_entries_without_chunks(kb_settings, corpus):
+    assert ingest([corpus], kb_settings).ok
+    folder = lexical_dir(kb_settings)
+    shutil.rmtree(folder)
+    hybrid = kb_settings.model_copy(update={"search_mode": "hybrid"})
+    finder = Searcher(hybrid)
+    response = finder.search("How hot should the water be for pour-over coffee?", k=3)
+    assert response.mode == "hybrid" and response.results[0].source.endswith("coffee-brewing.html")
+    assert finder.kb.lexical.count() == len(_stored_ids(finder.kb))
+    # An entry whose chunk is gone (a crash between the two deletes) is never shown.
+    db = sqlite3.connect(folder / "knowledge.sqlite3")
+    db.execute("INSERT INTO entries(id, source) VALUES ('ghost', 'gone.md')")
+    db.execute("INSERT INTO postings(rowid, terms) VALUES (last_insert_rowid(), 'zyzzyva zyzzyva')")
+    db.commit()
+    results = Searcher(hybrid).search("zyzzyva", k=3).results
+    assert all(r.chunk_id != "ghost" for r in results)
