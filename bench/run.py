@@ -180,11 +180,11 @@ class SimulatedServer(_ServerProcess):
     """bench.simserver in a child process, on a free loopback port."""
 
     def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None,
-                 speed: float = 1.0, port: int | None = None) -> None:
+                 speed: float = 1.0, port: int | None = None, extra: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size,
-                   "--speed", str(speed)]
+                   "--speed", str(speed), *extra]
         if dim:
             command += ["--dim", str(dim)]
         self._log = open(log or Path(tempfile.mkdtemp()) / "simserver.log", "w")

@@ -35,6 +35,7 @@ import asyncio
 import base64
 import hashlib
 import time
+from typing import Callable
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ class Simulator:
     def __init__(self, model_size: str = "4b", step_tokens: int = 16384, max_model_len: int = 32768,
                  dim: int | None = None, speed: float = 1.0, matryoshka: bool = False,
                  matryoshka_dimensions: list[int] | None = None, served_model_name: str | None = None,
-                 strict: bool = False, remember: int = 64) -> None:
+                 strict: bool = False, remember: int = 64, vectors: Callable[[list[str]], np.ndarray] | None = None) -> None:
         profile = PROFILES[model_size]
         self.model = served_model_name or profile["model"]
         self.strict = strict  # SGLang's own dimensions gate, over-length text and comparison
@@ -84,6 +85,7 @@ class Simulator:
         self.received: deque[dict] = deque(maxlen=remember)  # the last requests' inputs, as they arrived
         self.c0, self.c1 = profile["c0"] / speed, profile["c1"] / speed
         self.dim = dim or profile["dim"]
+        self._vectors = vectors  # a real model's vectors (wordllama_vectors) instead of random ones
         self.step_tokens = step_tokens
         self.max_model_len = max_model_len
         self.queue: deque[_Request] = deque()
@@ -127,7 +129,9 @@ class Simulator:
             raise ValueError(f"Provided dimensions are greater than max embedding dimension: {self.dim}")
 
     def vectors(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors, each a function of its text (seeded by a hash of it)."""
+        """Unit vectors, each a function of its text (seeded by a hash of it), or the real model's."""
+        if self._vectors is not None:
+            return self._vectors(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
@@ -319,6 +323,22 @@ async def _json(send, status: int, payload: object) -> None:  # noqa: ANN001
     await send({"type": "http.response.body", "body": body})
 
 
+WORDLLAMA = "wordllama-l2-supercat-256"
+
+
+def wordllama_vectors() -> Callable[[list[str]], np.ndarray]:
+    """WordLlama's bundled 256-d model (PyPI `wordllama`, kb's bench extra): a static word-embedding model
+    trained with Matryoshka loss, so a prefix of its vectors is meant to stand on its own. English."""
+    from pathlib import Path
+
+    import wordllama
+
+    # The wheel ships its tokenizer under tokenizers/ while load() looks in tokenizer/ (and then on the
+    # Hugging Face hub): pointing cache_dir at the package makes it find both files offline.
+    model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent)
+    return lambda texts: np.asarray(model.embed(texts, norm=True), dtype=np.float32)
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
@@ -337,11 +357,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matryoshka-dimensions", default=None,
                         help="comma-separated dimensions the model declares (SGLang's matryoshka_dimensions)")
     parser.add_argument("--served-model-name", default=None, help="model id to answer with")
+    parser.add_argument("--vectors", choices=["random", "wordllama"], default="random",
+                        help="wordllama: real vectors from WordLlama's 256-d Matryoshka model (for quality runs)")
     args = parser.parse_args(argv)
+    real = wordllama_vectors() if args.vectors == "wordllama" else None
+    if real is not None:
+        args.dim, args.matryoshka = 256, True
+        args.served_model_name = args.served_model_name or WORDLLAMA
     declared = [int(d) for d in args.matryoshka_dimensions.split(",")] if args.matryoshka_dimensions else None
     simulator = Simulator(args.model_size, args.step_tokens, args.max_model_len, args.dim, args.speed,
                           matryoshka=args.matryoshka, matryoshka_dimensions=declared,
-                          served_model_name=args.served_model_name, strict=args.strict)
+                          served_model_name=args.served_model_name, strict=args.strict, vectors=real)
     print(f"simulated {simulator.model}: {simulator.capacity:,.0f} tokens/s at saturation, "
           f"on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(simulator.app, host=args.host, port=args.port, log_level="warning", lifespan="on", interface="asgi3")

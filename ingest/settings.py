@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     search_mode: SearchMode = "dense"
     candidates: int = Field(default=50, ge=1)  # from each of the dense and lexical lists, for fusion
     lexical_weight: float = Field(default=1.0, ge=0)  # BM25's weight in the fusion (dense counts 1)
+    # Which BM25 hits may enter the fusion: all; only passages in the query's language; only passages the
+    # dense search found too.
+    hybrid_gate: Literal["none", "language", "dense"] = "none"
     rerank: bool = False
     rerank_endpoint: str | None = None
     rerank_model: str | None = None

@@ -7,6 +7,7 @@ collection's metadata), so a Chinese question meets English passages in the same
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 from ingest.embeddings import Embedder, make_embedder
 from ingest.errors import ConfigError, KbError
 from ingest.instructions import Instruction
+from ingest.loaders import detect_language
 from ingest.settings import Settings
 from ingest.store import KnowledgeBase
 from kb_app.rerank import Reranker, make_reranker
@@ -96,6 +98,35 @@ def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
     """Which passage a stored entry shows: its own chunk, or for a heading entry the chunk it stands for."""
     return (metadata.get("source"), metadata.get("sha256"), metadata.get("page"),
             metadata.get("section", metadata.get("chunk")))
+
+
+_KANA = re.compile("[\u3040-\u30ff]")
+_HANGUL = re.compile("[\uac00-\ud7af]")
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+_CJK_FAMILY = {"zh": "han", "ja": "han", "ko": "ko"}
+
+
+def query_language(query: str) -> str | None:
+    """The query's language as the store records passages' (ISO 639-1), or None when it cannot be told:
+    CLD2 for text long enough, else the script (kana: ja, Hangul: ko, Han: zh)."""
+    language = detect_language(query)
+    if language:
+        return language
+    if _KANA.search(query):
+        return "ja"
+    if _HANGUL.search(query):
+        return "ko"
+    if _HAN.search(query):
+        return "zh"
+    return None
+
+
+def same_language(query: str, passage: str | None) -> bool:
+    """Whether BM25 may count a passage for a query: same language, or one of them unknown. Chinese and
+    Japanese share Han characters, so a short Han-only query counts for both."""
+    if not passage:
+        return True
+    return query == passage or _CJK_FAMILY.get(query, query) == _CJK_FAMILY.get(passage, passage)
 
 
 def _dense_candidates(hits: Sequence[Any]) -> dict[tuple[Any, ...], _Candidate]:
@@ -213,9 +244,17 @@ class Searcher:
             began = time.perf_counter()
             lexical = await asyncio.to_thread(self._lexical, query, depth, where, {h.id: h for h in hits})
             timings["lexical"] = time.perf_counter() - began
-            for rank, (chunk, score) in enumerate(lexical, 1):
+            gate = self.settings.hybrid_gate
+            language = query_language(query) if gate == "language" else None
+            rank = 0
+            for chunk, score in lexical:
                 key = passage_of(chunk.metadata)
                 found = passages.get(key)
+                if gate == "dense" and found is None:
+                    continue  # BM25 only reorders what the vectors found
+                if language and not same_language(language, chunk.metadata.get("language")):
+                    continue  # words shared across languages (names, commands) are not evidence
+                rank += 1
                 if found is None:
                     passages[key] = found = _Candidate(chunk, heading=chunk.metadata.get("heading"))
                 if found.lexical_rank is None:

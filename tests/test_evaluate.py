@@ -131,6 +131,30 @@ def test_kb_eval_compares_variants_side_by_side(sample_set, tmp_path):
     assert runs[0]["collection"] == "eval-samples-xling" and runs[1]["collection"].startswith("eval-samples-xling-")
     assert runs[1]["ingest"]["chunks"] > runs[0]["ingest"]["chunks"]  # smaller chunks: more of them
     assert all(r["queries"] == len(QUESTIONS) for r in runs)
+    # Variants that only search differently share the base's collection: nothing is embedded again.
+    from tests.fakereranker import FakeReranker
+
+    with FakeReranker() as reranker:
+        modes = subprocess.run(
+            [KB, "eval", str(sample_set), *flags, "--vary", "search_mode=hybrid", "--vary", "search_mode=hybrid;rerank=true",
+             "--rerank-endpoint", reranker.url, "--rerank-model", reranker.model, "--json"],
+            capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert modes.returncode == 0, modes.stderr
+        asked = len(reranker.bodies)
+    by_mode = {r["mode"]: r for r in json.loads(modes.stdout)}
+    assert set(by_mode) == {"dense", "hybrid", "hybrid+rerank"}
+    assert {r["collection"] for r in by_mode.values()} == {"eval-samples-xling"}
+    assert all(r["ingest"]["ingested"] == 0 and r["ingest"]["unchanged"] == 8 for r in by_mode.values())
+    # Every query was reranked once to score it and once more in the latency sample, and the report says
+    # what each stage took.
+    assert asked == 2 * len(QUESTIONS)
+    assert set(by_mode["dense"]["latency_ms"]) >= {"p50", "p95", "dense"} and "lexical" not in by_mode["dense"]["latency_ms"]
+    assert {"lexical", "fuse"} <= set(by_mode["hybrid"]["latency_ms"]) and "rerank" not in by_mode["hybrid"]["latency_ms"]
+    assert "rerank" in by_mode["hybrid+rerank"]["latency_ms"]
+    assert all(r["latency_ms"]["p95"] >= r["latency_ms"]["p50"] > 0 for r in by_mode.values())
+    # Reranking reorders only the best 20 passages: the documents found by 100 are the hybrid run's.
+    assert by_mode["hybrid+rerank"]["scores"]["recall@100"] == by_mode["hybrid"]["scores"]["recall@100"]
+
     bad = subprocess.run([KB, "eval", str(sample_set), *flags, "--vary", "chunk_tokens"], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path, env={**os.environ, "COLUMNS": "300"})
     assert bad.returncode == 2 and "expected name=value" in bad.stderr
