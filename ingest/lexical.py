@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ class LexicalHit:
     score: float  # BM25, higher is better
 
 
+SCHEMA_VERSION = 2  # 2: entries carry their passage's language
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT);
+CREATE TABLE IF NOT EXISTS entries (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT, language TEXT);
 CREATE INDEX IF NOT EXISTS entries_source ON entries(source);
 CREATE VIRTUAL TABLE IF NOT EXISTS postings USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
 CREATE VIRTUAL TABLE IF NOT EXISTS vocabulary USING fts5vocab(postings, 'row');
@@ -57,6 +59,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS vocabulary USING fts5vocab(postings, 'row');
 # A query keeps at most this many distinct terms, the rarest: a pasted paragraph of CJK text makes
 # hundreds of pairs, and common ones add postings to read but next to nothing to BM25.
 MAX_QUERY_TERMS = 48
+# Terms in more than half the entries are left out of a query (unless it has no others): FTS5's BM25 gives
+# them an IDF of ~0 (it clamps the negative value), while reading their postings costs a share of the whole
+# index per query, the cost that grows with the store.
+COMMON = 0.5
 
 
 class LexicalIndex:
@@ -65,11 +71,17 @@ class LexicalIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()  # one connection, used from asyncio.to_thread as well
+        self._size: tuple[float, int] | None = None  # (when, entries): counting 1M rows takes a while
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=120, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                # An index of another layout is dropped: the store's next sync_lexical rebuilds it from the chunks.
+                self._db.executescript("DROP TABLE IF EXISTS vocabulary; DROP TABLE IF EXISTS postings; "
+                                       "DROP TABLE IF EXISTS entries;")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the lexical index {self.path}: {exc}") from None
 
@@ -88,16 +100,17 @@ class LexicalIndex:
                     raise StoreError(f"cannot write the lexical index {self.path}: {exc}") from None
                 raise
 
-    def upsert(self, entries: Iterable[tuple[str, str, str]]) -> None:
-        """Index (chunk id, source, text) entries, replacing any earlier text under the same ids."""
-        rows = [(id_, source, " ".join(terms(text))) for id_, source, text in entries]
+    def upsert(self, entries: Iterable[tuple[str, str, str, str | None]]) -> None:
+        """Index (chunk id, source, text, language) entries, replacing any earlier text under the same ids."""
+        rows = [(id_, source, " ".join(terms(text)), language) for id_, source, text, language in entries]
         if not rows:
             return
 
         def work(db: sqlite3.Connection) -> None:
             _delete(db, [r[0] for r in rows])
-            for id_, source, text in rows:
-                rowid = db.execute("INSERT INTO entries(id, source) VALUES (?, ?)", (id_, source)).lastrowid
+            for id_, source, text, language in rows:
+                rowid = db.execute("INSERT INTO entries(id, source, language) VALUES (?, ?, ?)",
+                                   (id_, source, language)).lastrowid
                 db.execute("INSERT INTO postings(rowid, terms) VALUES (?, ?)", (rowid, text))
 
         self._transaction(work)
@@ -110,32 +123,52 @@ class LexicalIndex:
         with self._lock:
             return {row[0] for row in self._db.execute("SELECT id FROM entries")}
 
+    def languages(self) -> dict[str | None, int]:
+        """Entries by their passage's language."""
+        with self._lock:
+            return dict(self._db.execute("SELECT language, count(*) FROM entries GROUP BY language").fetchall())
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
 
-    def search(self, query: str, k: int) -> list[LexicalHit]:
-        """The k entries with the highest BM25 for any of the query's terms."""
+    def _entries(self) -> int:
+        """The entry count for the common-term cut, re-counted at most once a minute (caller holds the lock)."""
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > 60:
+            self._size = (now, int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0]))
+        return self._size[1]
+
+    def search(self, query: str, k: int, language: str | None = None) -> list[LexicalHit]:
+        """The k entries with the highest BM25 for any of the query's terms (in `language` only, if given)."""
         wanted = sorted(set(terms(query)))
         if not wanted:
             return []
         with self._lock:
-            if len(wanted) > MAX_QUERY_TERMS:
-                frequency = dict(self._db.execute(
-                    f"SELECT term, doc FROM vocabulary WHERE term IN ({','.join('?' * len(wanted))})", wanted
-                ).fetchall())
-                wanted = [t for t in wanted if t in frequency]
-                wanted = sorted(wanted, key=lambda t: frequency[t])[:MAX_QUERY_TERMS]
-                if not wanted:
-                    return []
+            frequency = dict(self._db.execute(
+                f"SELECT term, doc FROM vocabulary WHERE term IN ({','.join('?' * len(wanted))})", wanted
+            ).fetchall())
+            wanted = sorted((t for t in wanted if t in frequency), key=lambda t: frequency[t])
+            if not wanted:
+                return []
+            size = self._entries()
+            wanted = [t for t in wanted if frequency[t] <= COMMON * size] or wanted[:3]
+            wanted = wanted[:MAX_QUERY_TERMS]
             match = " OR ".join(f'"{t}"' for t in wanted)
             try:
-                # Ranked inside FTS5 first (its ORDER BY rank LIMIT path), then joined to ids.
-                rows = self._db.execute(
-                    "SELECT entries.id, top.rank FROM (SELECT rowid, rank FROM postings WHERE postings MATCH ? "
-                    "ORDER BY rank LIMIT ?) AS top JOIN entries ON entries.rowid = top.rowid ORDER BY top.rank",
-                    (match, k),
-                ).fetchall()
+                if language is None:
+                    # Ranked inside FTS5 first (its ORDER BY rank LIMIT path), then joined to ids.
+                    rows = self._db.execute(
+                        "SELECT entries.id, top.rank FROM (SELECT rowid, rank FROM postings WHERE postings MATCH ? "
+                        "ORDER BY rank LIMIT ?) AS top JOIN entries ON entries.rowid = top.rowid ORDER BY top.rank",
+                        (match, k),
+                    ).fetchall()
+                else:
+                    rows = self._db.execute(
+                        "SELECT entries.id, postings.rank FROM postings JOIN entries ON entries.rowid = postings.rowid "
+                        "WHERE postings MATCH ? AND entries.language = ? ORDER BY postings.rank LIMIT ?",
+                        (match, language, k),
+                    ).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"lexical search in {self.path} failed: {exc}") from None
         # FTS5's rank (bm25()) is negated so that ascending order is best first.

@@ -483,7 +483,7 @@ class KnowledgeBase:
                 # whole into Chroma's request (base64 and JSON for a server) at once.
                 step = max(1, min(self.max_batch, _FLOATS_PER_WRITE // vectors.shape[1])) if vectors is not None else 1
                 if self.lexical is not None:  # before the vectors: a record never vouches for unindexed text
-                    self.lexical.upsert((i, str(m.get("source", "")), lexical_text(t, m))
+                    self.lexical.upsert((i, str(m.get("source", "")), lexical_text(t, m), m.get("language"))
                                         for i, t, m in zip(ids, texts, metadatas))
                 for start in range(0, len(ids), step):
                     end = start + step
@@ -560,7 +560,7 @@ class KnowledgeBase:
         try:
             for got in self._pages(None, ["documents", "metadatas"]):
                 stored.update(got["ids"])
-                missing = [(i, str((m or {}).get("source", "")), lexical_text(t or "", m or {}))
+                missing = [(i, str((m or {}).get("source", "")), lexical_text(t or "", m or {}), (m or {}).get("language"))
                            for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]) if i not in have]
                 index.upsert(missing)
                 added += len(missing)

@@ -103,7 +103,6 @@ def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
 _KANA = re.compile("[\u3040-\u30ff]")
 _HANGUL = re.compile("[\uac00-\ud7af]")
 _HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
-_CJK_FAMILY = {"zh": "han", "ja": "han", "ko": "ko"}
 
 
 def query_language(query: str) -> str | None:
@@ -119,14 +118,6 @@ def query_language(query: str) -> str | None:
     if _HAN.search(query):
         return "zh"
     return None
-
-
-def same_language(query: str, passage: str | None) -> bool:
-    """Whether BM25 may count a passage for a query: same language, or one of them unknown. Chinese and
-    Japanese share Han characters, so a short Han-only query counts for both."""
-    if not passage:
-        return True
-    return query == passage or _CJK_FAMILY.get(query, query) == _CJK_FAMILY.get(passage, passage)
 
 
 def _dense_candidates(hits: Sequence[Any]) -> dict[tuple[Any, ...], _Candidate]:
@@ -169,6 +160,7 @@ class Searcher:
         self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
         self.reranker = reranker or (make_reranker(settings) if settings.rerank_endpoint else None)
         self._lexical_ready = False
+        self._main: tuple[KnowledgeBase, str | None] | None = None
 
     def _stages(self, mode: str | None, rerank: bool | None) -> tuple[str, bool]:
         mode = mode or self.settings.search_mode
@@ -244,17 +236,9 @@ class Searcher:
             began = time.perf_counter()
             lexical = await asyncio.to_thread(self._lexical, query, depth, where, {h.id: h for h in hits})
             timings["lexical"] = time.perf_counter() - began
-            gate = self.settings.hybrid_gate
-            language = query_language(query) if gate == "language" else None
-            rank = 0
-            for chunk, score in lexical:
+            for rank, (chunk, score) in enumerate(lexical, 1):
                 key = passage_of(chunk.metadata)
                 found = passages.get(key)
-                if gate == "dense" and found is None:
-                    continue  # BM25 only reorders what the vectors found
-                if language and not same_language(language, chunk.metadata.get("language")):
-                    continue  # words shared across languages (names, commands) are not evidence
-                rank += 1
                 if found is None:
                     passages[key] = found = _Candidate(chunk, heading=chunk.metadata.get("heading"))
                 if found.lexical_rank is None:
@@ -274,7 +258,14 @@ class Searcher:
         from the store, which also applies `where` to them; entries whose chunk is gone are skipped."""
         index = self.kb.lexical
         assert index is not None
-        hits = index.search(query, depth)
+        language = None
+        if self.settings.hybrid_gate == "majority":
+            main = self._main_language()
+            asked = query_language(query)
+            if main is not None and asked not in (None, main):
+                return []  # a question across languages: words they share (names, commands) are not evidence
+            language = main
+        hits = index.search(query, depth, language)
         unknown = [h.id for h in hits if h.id not in known]
         read = {c.id: c for c in self.kb.get(unknown, where)} if unknown else {}
         out = []
@@ -283,6 +274,13 @@ class Searcher:
             if chunk is not None:
                 out.append((chunk, hit.score))
         return out
+
+    def _main_language(self) -> str | None:
+        """The language most of the collection's passages are in (asked once per store handle)."""
+        if self._main is None or self._main[0] is not self.kb:
+            counts = {k: v for k, v in self.kb.lexical.languages().items() if k} if self.kb.lexical else {}
+            self._main = (self.kb, max(counts, key=counts.get) if counts else None)
+        return self._main[1]
 
     async def _rerank(self, query: str, candidates: list[_Candidate], timings: dict[str, float]) -> list[_Candidate]:
         assert self.reranker is not None

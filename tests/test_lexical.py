@@ -29,9 +29,9 @@ def test_terms_cut_spaced_scripts_into_words_and_cjk_into_character_pairs():
 def test_index_ranks_by_bm25_replaces_and_deletes(tmp_path):
     index = LexicalIndex(tmp_path / "x.sqlite3")
     index.upsert([
-        ("a", "s1", "Install packages with apt-get install."),
-        ("b", "s1", "The kernel is configured with grub; grub loads the kernel."),
-        ("c", "s2", "网络接口的配置在 /etc/network/interfaces 文件中"),
+        ("a", "s1", "Install packages with apt-get install.", "en"),
+        ("b", "s1", "The kernel is configured with grub; grub loads the kernel.", "en"),
+        ("c", "s2", "网络接口的配置在 /etc/network/interfaces 文件中", "zh"),
     ])
     assert [h.id for h in index.search("grub kernel", 5)] == ["b"]
     assert [h.id for h in index.search("网络配置", 5)] == ["c"]  # pairs match inside a longer run
@@ -40,7 +40,9 @@ def test_index_ranks_by_bm25_replaces_and_deletes(tmp_path):
     hits = index.search("install kernel", 5)
     assert {h.id for h in hits} == {"a", "b"} and all(h.score > 0 for h in hits)
     assert hits == sorted(hits, key=lambda h: -h.score)
-    index.upsert([("a", "s1", "nothing about packages")])  # same id: replaced, not added
+    assert [h.id for h in index.search("interfaces apt", 5, language="zh")] == ["c"]
+    assert index.languages() == {"en": 2, "zh": 1}
+    index.upsert([("a", "s1", "nothing about packages", None)])  # same id: replaced, not added
     assert index.count() == 3 and [h.id for h in index.search("packages", 5)] == ["a"]
     assert index.search("install", 5) == []
     index.delete(["a", "not-there"])
@@ -50,10 +52,21 @@ def test_index_ranks_by_bm25_replaces_and_deletes(tmp_path):
     assert LexicalIndex(tmp_path / "x.sqlite3").ids() == {"b", "c"}
 
 
+def test_an_index_of_an_older_layout_is_dropped_to_be_rebuilt(tmp_path):
+    db = sqlite3.connect(tmp_path / "old.sqlite3")
+    db.executescript("CREATE TABLE entries (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT);"
+                     "INSERT INTO entries(id, source) VALUES ('x', 's');")
+    db.close()
+    index = LexicalIndex(tmp_path / "old.sqlite3")
+    assert index.count() == 0  # empty, so the store's next sync indexes every chunk again
+    index.upsert([("x", "s", "text", "en")])
+    assert LexicalIndex(tmp_path / "old.sqlite3").languages() == {"en": 1}
+
+
 def test_a_long_query_keeps_its_rarest_terms(tmp_path):
     index = LexicalIndex(tmp_path / "x.sqlite3")
     common = " ".join(f"common{i}" for i in range(MAX_QUERY_TERMS))
-    index.upsert([(f"d{i}", "s", common) for i in range(20)] + [("rare", "s", "zyzzyva " + common)])
+    index.upsert([(f"d{i}", "s", common, None) for i in range(20)] + [("rare", "s", "zyzzyva " + common, None)])
     hits = index.search(common + " zyzzyva", 3)
     assert hits[0].id == "rare"
 
@@ -105,7 +118,7 @@ def test_sync_rebuilds_a_lost_index_and_drops_entries_of_gone_chunks(kb_settings
     kb = KnowledgeBase.open(kb_settings)
     assert kb.lexical.ids() == expected
     # A run killed after the index was written and before the vectors: an entry for a chunk that is not stored.
-    kb.lexical.upsert([("ghost", "nowhere.md", "phantom text")])
+    kb.lexical.upsert([("ghost", "nowhere.md", "phantom text", "en")])
     assert kb.sync_lexical() == {"added": 0, "removed": 1}
     assert kb.lexical.ids() == expected and kb.sync_lexical() == {"added": 0, "removed": 0}
 
@@ -126,3 +139,14 @@ def test_hybrid_search_builds_a_missing_index_once_and_skips_entries_without_chu
     db.commit()
     results = Searcher(hybrid).search("zyzzyva", k=3).results
     assert all(r.chunk_id != "ghost" for r in results)
+
+
+def test_terms_in_most_entries_are_left_out_of_a_query_unless_it_has_no_others(tmp_path):
+    index = LexicalIndex(tmp_path / "x.sqlite3")
+    index.upsert([(f"d{i}", "s", f"the debian system number{i}", "en") for i in range(10)]
+                 + [("k", "s", "the kernel", "en")])
+    # "the" is in every entry: with it, all 11 would match; without it, only the kernel entry does.
+    assert [h.id for h in index.search("the kernel", 20)] == ["k"]
+    assert len(index.search("the", 20)) == 11  # nothing else asked: the common term stays
+    hits = index.search("the debian", 20)  # both common: kept, the entries with both first
+    assert len(hits) == 11 and hits[-1].id == "k"

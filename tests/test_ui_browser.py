@@ -114,6 +114,15 @@ def test_upload_search_delete_in_a_real_browser(page, ui):
     sources = search(page, "火山是怎么形成的？")
     assert sources[0].startswith("volcanoes.pdf, page"), sources
     page.screenshot(path=str(SHOTS / "search-zh.png"), full_page=True)
+    # The ranking switch: hybrid adds each stage's rank and score under every card's title.
+    page.get_by_test_id("stRadio").filter(has_text="Ranking").get_by_text("hybrid", exact=True).click()
+    page.locator(".kb-stages").first.wait_for(timeout=180_000)
+    wait_idle(page)
+    stages = page.locator(".kb-stages").all_inner_texts()
+    assert stages and all("rrf" in s for s in stages) and "dense #" in stages[0], stages
+    assert page.locator(".kb-source").all_inner_texts()[0].startswith("volcanoes.pdf, page")
+    page.screenshot(path=str(SHOTS / "search-hybrid.png"), full_page=True)
+    page.get_by_test_id("stRadio").filter(has_text="Ranking").get_by_text("dense", exact=True).click()
 
     open_page(page, "Library")
     wait_idle(page)
