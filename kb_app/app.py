@@ -181,7 +181,7 @@ def search_page(current: Settings) -> None:
     if not response.results:
         st.warning("No results: no passage matches these filters. Clear some filters and search again.")
         return
-    st.caption(f"{len(response.results)} results ({response.mode}) in {elapsed:.0f} ms: {response.timing_summary()}")
+    st.caption(f"{len(response.results)} results in {elapsed:.0f} ms ({response.mode}: {response.timing_summary()})")
     for result in response.results:
         show_result(result, query, finder)
 

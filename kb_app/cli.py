@@ -323,8 +323,8 @@ def search_command(
         if response.mode != "dense":
             out.print(f"   [dim]{escape(result.stages())}[/]", highlight=False)
         out.print(f"   {escape(snippet)}", highlight=False)
-    err.print(f"[dim]{len(response.results)} results ({response.mode}) in {response.seconds * 1000:.0f} ms "
-              f"({response.timing_summary()}) / {total * 1000:.0f} ms (with setup)[/]")
+    err.print(f"[dim]{len(response.results)} results in {response.seconds * 1000:.0f} ms "
+              f"({response.mode}: {response.timing_summary()}) / {total * 1000:.0f} ms (with setup)[/]")
 
 
 @app.command("status")

@@ -154,7 +154,7 @@ def test_cli_search_shows_each_stage(sample_kb, fake):
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "dense #" in result.stdout and "rrf " in result.stdout and "rerank " in result.stdout
-    assert "(hybrid+rerank)" in result.stderr and "rerank " in result.stderr
+    assert "(hybrid+rerank: " in result.stderr and "rerank " in result.stderr
     as_json = subprocess.run(
         [KB, "search", "coffee", "-k", "2", "--mode", "hybrid", "--json", "--chroma-path", str(sample_kb.chroma_path)],
         capture_output=True, text=True, timeout=120)
