@@ -20,6 +20,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, quiet, and `_send` for JSON answers: what the fake servers share."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, payload: object, headers: dict | None = None, raw: bytes | None = None) -> bool:
+        """Answer; False when the client had already gone (timed out)."""
+        body = raw if raw is not None else json.dumps(payload).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            return False
+
+
 def fake_vector(text: str, dim: int = 16) -> np.ndarray:
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
     vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
@@ -51,29 +77,7 @@ class FakeEmbeddingServer:
         self.max_active = 0  # most embeddings requests in flight at once
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, code: int, payload: object, headers: dict | None = None, raw: bytes | None = None) -> bool:
-                """Answer; False when the client had already gone (timed out)."""
-                body = raw if raw is not None else json.dumps(payload).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    for key, value in (headers or {}).items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(body)
-                    self.wfile.flush()
-                    return True
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-                    return False
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 if self.path.endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
