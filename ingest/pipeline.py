@@ -28,7 +28,7 @@ from .lock import write_lock
 from .loaders import Document, LoadedFile, discover, load, sha256_of
 from .processes import give_back_memory, process_pool
 from .settings import Settings
-from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, now
+from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, lexical_dir, now
 from .tokens import resolve_counter
 
 Status = Literal["ingested", "unchanged", "failed", "pruned"]
@@ -411,7 +411,7 @@ class _Run:
 
     async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False,
                  store_process: bool | None = None) -> list[FileOutcome]:
-        store = [] if self.settings.chroma_url else [self.settings.chroma_path]
+        store = ([] if self.settings.chroma_url else [self.settings.chroma_path]) + [lexical_dir(self.settings)]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))

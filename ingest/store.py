@@ -650,12 +650,15 @@ def lexical_text(text: str, metadata: dict[str, Any]) -> str:
 
 
 def lexical_dir(settings: Settings) -> Path:
-    """Where the BM25 indexes live: `--lexical-path`, else beside an embedded store's files, else (a Chroma
-    server) data/lexical on this machine."""
+    """Where the BM25 indexes live: `lexical_path`, else beside an embedded store's files, else (a Chroma
+    server) in this user's data folder, one folder per server (never under the working directory, where it
+    would be ingested as a document)."""
     if settings.lexical_path is not None:
         return Path(settings.lexical_path)
     if settings.chroma_url:
-        return Path("data/lexical")
+        url = urlparse(settings.chroma_url)
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        return base / "kb" / "lexical" / re.sub(r"[^\w.-]+", "_", f"{url.hostname}_{url.port or ''}{url.path}").strip("_")
     return Path(settings.chroma_path) / "kb-lexical"
 
 

@@ -281,3 +281,21 @@ def test_chinese_installation_guide_pages_find_their_english_pages_as_well_as_re
     for name, recorded in GUIDE_ZH_EN.items():
         assert report["scores"][name] >= recorded - GUIDE_NOISE, (name, report["scores"])
     print(report["scores"], report["by_kind"])
+
+
+def test_matryoshka_bench_stores_each_dimension_from_a_real_matryoshka_model(sample_set, tmp_path):
+    """bench.matryoshka: WordLlama's vectors behind the simulated SGLang server, kb's `dimensions` path, one
+    collection per dimension; the smaller vectors make a smaller segment on disk."""
+    import chromadb
+
+    from bench.matryoshka import run
+
+    rows = run(sample_set, [256, 32], tmp_path, speed=50.0)
+    assert [r["dimensions"] for r in rows] == [256, 32]
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"))
+    for row in rows:
+        got = client.get_collection(row["collection"]).get(limit=1, include=["embeddings"])
+        assert len(got["embeddings"][0]) == row["dimensions"]
+        assert 0.0 < row["ndcg@10"] <= 1.0 and row["bytes"] > 0
+    assert rows[1]["bytes"] < rows[0]["bytes"] and rows[1]["size_vs_full"] < 1.0
+    assert rows[0]["quality_vs_full"] == 1.0

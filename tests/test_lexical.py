@@ -150,3 +150,17 @@ def test_terms_in_most_entries_are_left_out_of_a_query_unless_it_has_no_others(t
     assert len(index.search("the", 20)) == 11  # nothing else asked: the common term stays
     hits = index.search("the debian", 20)  # both common: kept, the entries with both first
     assert len(hits) == 11 and hits[-1].id == "k"
+
+
+def test_the_index_is_never_ingested_as_a_document(tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    # With a Chroma server the index is this user's, one folder per server, not under the working directory.
+    assert lexical_dir(load_settings(chroma_url="http://chroma.example:8000")) == (
+        tmp_path / "xdg" / "kb" / "lexical" / "chroma.example_8000")
+    # Put inside the folder being ingested, it is passed over like the store itself.
+    settings = load_settings(chroma_path=tmp_path / "chroma", lexical_path=corpus / "bm25")
+    assert ingest([corpus], settings).ok
+    report = ingest([corpus], settings)
+    assert report.ok and {o.status for o in report.outcomes} == {"unchanged"}
+    assert (corpus / "bm25" / "knowledge.sqlite3").is_file()
