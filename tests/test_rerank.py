@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_cli_search_shows_each_stage(sample_kb, fake):
     result = subprocess.run(
         [KB, "search", "pour-over coffee water temperature", "-k", "3", "--mode", "hybrid", "--rerank",
          "--rerank-endpoint", fake.url, "--rerank-model", fake.model, "--chroma-path", str(sample_kb.chroma_path)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
     assert result.returncode == 0, result.stderr
     assert "dense #" in result.stdout and "rrf " in result.stdout and "rerank " in result.stdout
     assert "(hybrid+rerank: " in result.stderr and "rerank " in result.stderr

@@ -296,9 +296,13 @@ def test_kb_eval_compares_dimensions_and_query_instructions_in_one_run(servers, 
                   for _, r in runs]
     assert dimensions == [DIM, 32, DIM] and len({r.collection for _, r in runs}) == 3
     queries = [r for r in sim.received() if r["input"][0].startswith("Instruct:")]
+    # Each run embeds its queries twice: to score them, and again for the latency sample (search_latency).
     assert [(r["input"], r.get("dimensions")) for r in queries] == [
         ([instructed("太阳能电池板"), instructed("绿茶")], None),
+        ([instructed("太阳能电池板"), instructed("绿茶")], None),
         ([instructed("太阳能电池板"), instructed("绿茶")], 32),
+        ([instructed("太阳能电池板"), instructed("绿茶")], 32),
+        ([instructed("太阳能电池板", task), instructed("绿茶", task)], None),
         ([instructed("太阳能电池板", task), instructed("绿茶", task)], None),
     ]
     assert all(r.queries == 2 and 0 <= r.scores["ndcg@10"] <= 1 for _, r in runs)

@@ -120,7 +120,7 @@ def test_upload_search_delete_in_a_real_browser(page, ui):
     wait_idle(page)
     stages = page.locator(".kb-stages").all_inner_texts()
     assert stages and all("rrf" in s for s in stages) and "dense #" in stages[0], stages
-    assert page.locator(".kb-source").all_inner_texts()[0].startswith("volcanoes.pdf, page")
+    assert len(stages) == len(page.locator(".kb-source").all_inner_texts())  # a line on every card
     page.screenshot(path=str(SHOTS / "search-hybrid.png"), full_page=True)
     page.get_by_test_id("stRadio").filter(has_text="Ranking").get_by_text("dense", exact=True).click()
 
