@@ -11,12 +11,14 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
 _PR_SET_NAME = 15  # prctl(2)
+_PR_SET_PDEATHSIG = 1
 
 
 def name_this_process(name: str) -> None:
@@ -52,6 +54,16 @@ def exit_with_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is None:
         return
+    if sys.platform.startswith("linux"):
+        # The kernel's own signal when the parent dies: it lands even in the middle of a Chroma write, which
+        # holds the GIL (~0.5 s for a big one) and so keeps the watcher thread below from running until the
+        # write is done, while the next run (or a reader) may already be using the store.
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent.pid:  # the parent died before the signal was asked for
+            os._exit(70)
 
     def watch() -> None:
         multiprocessing.connection.wait([parent.sentinel])

@@ -5,17 +5,23 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from ingest.processes import give_back_memory, process_pool
 
 PARENT = textwrap.dedent("""
     import os, sys, time
     from ingest.processes import process_pool
     pool = process_pool("kb-test", 2)
-    jobs = [pool.submit(time.sleep, 600) for _ in range(2)]  # both helpers busy, as in a long write
+    jobs = [pool.submit(TASK) for _ in range(2)]  # both helpers busy, as in a long write
     time.sleep(0.5)
     print(" ".join(str(pid) for pid in pool._processes), flush=True)
     time.sleep(600)
 """)
+SLEEP = "time.sleep, 600"
+# A C loop that never lets go of the GIL, as Chroma's embedded client holds it for a whole write: a watcher
+# thread in the helper cannot run until it ends.
+HOLDS_GIL = "sum, range(10**13)"
 
 
 def _alive(pid: int) -> bool:
@@ -35,9 +41,10 @@ def test_helpers_are_named_and_do_their_work():
         assert pool.submit(give_back_memory).result() is None
 
 
-def test_helpers_end_when_kb_is_killed_mid_task():
+@pytest.mark.parametrize("task", [SLEEP, HOLDS_GIL], ids=["sleeping", "holding-the-gil"])
+def test_helpers_end_when_kb_is_killed_mid_task(task):
     """kill -9 of kb must not leave a store process writing, or a worker parsing, behind it."""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.replace("TASK", task)], stdout=subprocess.PIPE, text=True,
                               cwd=os.path.dirname(os.path.dirname(__file__)))
     helpers = [int(pid) for pid in parent.stdout.readline().split()]
     assert len(helpers) == 2 and all(_alive(pid) for pid in helpers)
