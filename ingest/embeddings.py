@@ -17,7 +17,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import orjson
@@ -451,7 +451,11 @@ def _describe(error: BaseException) -> str:
 
 def _retry_after(error: BaseException | None) -> float | None:
     response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None)
+    return retry_after(getattr(response, "headers", None))
+
+
+def retry_after(headers: Any) -> float | None:  # noqa: ANN401 - any mapping of HTTP headers
+    """Seconds a server's Retry-After header asks for, if it gives a usable number."""
     if not headers:
         return None
     value = headers.get("retry-after")
@@ -465,7 +469,12 @@ def _retry_after(error: BaseException | None) -> float | None:
 
 
 def _server_message(error: object) -> str:
-    body = getattr(error, "body", None)
+    return body_message(getattr(error, "body", None)) or str(getattr(error, "message", error))
+
+
+def body_message(body: object) -> str | None:
+    """The message in an error body as OpenAI-compatible servers write it (OpenAI/vLLM nested, SGLang flat,
+    TEI's string, FastAPI's detail), or None."""
     if isinstance(body, str) and body:  # the openai client unwraps TEI's {"error": "..."} to the string
         return body
     if isinstance(body, dict):
@@ -478,7 +487,7 @@ def _server_message(error: object) -> str:
             return str(body["message"])
         if body.get("detail"):
             return str(body["detail"])
-    return str(getattr(error, "message", error))
+    return None
 
 
 def _v1(url: str) -> str:

@@ -130,13 +130,16 @@ class LexicalIndex:
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+            return self._count()
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
 
     def _entries(self) -> int:
         """The entry count for the common-term cut, re-counted at most once a minute (caller holds the lock)."""
         now = time.monotonic()
         if self._size is None or now - self._size[0] > 60:
-            self._size = (now, int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0]))
+            self._size = (now, self._count())
         return self._size[1]
 
     def search(self, query: str, k: int, language: str | None = None) -> list[LexicalHit]:

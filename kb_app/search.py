@@ -120,6 +120,11 @@ def query_language(query: str) -> str | None:
     return None
 
 
+def _overfetch(k: int) -> int:
+    """Entries to ask for k passages: a heading entry and its section's chunk are one passage."""
+    return k + max(4, k // 2)
+
+
 def _dense_candidates(hits: Sequence[Any]) -> dict[tuple[Any, ...], _Candidate]:
     """The dense hits as passages in rank order, each at its best entry (a heading entry or the chunk)."""
     out: dict[tuple[Any, ...], _Candidate] = {}
@@ -214,7 +219,7 @@ class Searcher:
         # A heading entry and its section's chunk are one passage, kept once at its best score: a few more
         # than k are asked for, and more again in the rare case that was not enough.
         began = time.perf_counter()
-        wanted = k + max(4, k // 2)
+        wanted = _overfetch(k)
         while True:
             hits = await asyncio.to_thread(self.kb.query, vector, wanted, where)
             candidates = list(_dense_candidates(hits).values())[:k]
@@ -227,7 +232,7 @@ class Searcher:
     async def _fused(self, query: str, vector: Any, wanted: int, where: dict[str, Any] | None,  # noqa: ANN401
                      mode: str, timings: dict[str, float]) -> list[_Candidate]:
         """Dense candidates, and in hybrid mode BM25 candidates, fused by reciprocal rank at passage level."""
-        depth = max(self.settings.candidates, wanted + max(4, wanted // 2))
+        depth = max(self.settings.candidates, _overfetch(wanted))
         began = time.perf_counter()
         hits = await asyncio.to_thread(self.kb.query, vector, depth, where)
         timings["dense"] = time.perf_counter() - began
