@@ -176,6 +176,8 @@ class IngestReport:
     stats: EmbedStats
     stages: StageTimes = field(default_factory=StageTimes)
     bytes: int = 0  # size of the files read (the unchanged ones are not)
+    shard: str | None = None  # I/N when this run took one worker's share
+    other_shards: int = 0  # files found that belong to the other workers' shards
 
     def of(self, status: Status) -> list[FileOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -201,6 +203,8 @@ class IngestReport:
             "unchanged": len(self.of("unchanged")),
             "failed": len(self.of("failed")),
             "pruned": len(self.of("pruned")),
+            "shard": self.shard,
+            "other_shards": self.other_shards,
             "chunks": self.chunks,
             "tokens": self.tokens,
             "bytes": self.bytes,
@@ -377,7 +381,7 @@ async def ingest_async(
     run.stages.process_cpu = time.process_time() - cpu_started
     embedder.stats.in_flight = embedder.limits()
     return IngestReport(settings.collection, embedder.model, outcomes, time.perf_counter() - started,
-                        embedder.stats, run.stages, run.todo_bytes)
+                        embedder.stats, run.stages, run.todo_bytes, settings.shard, run.other_shards)
 
 
 class _Run:
@@ -393,6 +397,8 @@ class _Run:
         self.records: dict[str, DocumentRecord] = {}  # what the store held when the run began
         self.sizes: dict[str, int] = {}
         self.todo_bytes = 0
+        self.shard = settings.shard_spec
+        self.other_shards = 0
         self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
@@ -413,13 +419,19 @@ class _Run:
                  store_process: bool | None = None) -> list[FileOutcome]:
         store = ([] if self.settings.chroma_url else [self.settings.chroma_path]) + [lexical_dir(self.settings)]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
+        if self.shard is not None:  # decided by path alone: the other workers make the same split
+            mine = [path for path in files if self.shard.owns(str(path))]
+            self.other_shards = len(files) - len(mine)
+            files = mine
+            given = {str(path) for path in paths}  # a bad argument is every worker's to report
+            errors = [error for error in errors if str(error.path) in given or self.shard.owns(str(error.path))]
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
         if store_process is None:
             store_process = _is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
         # Taken before the store is opened, so the records this run reads are the last writer's.
         with write_lock(self.settings, waiting=getattr(self.progress, "waiting", None)):
-            self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings)
+            self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings, create=True)
             self.stages.store_in_process = store_process
             try:
                 return await self._go(files, prune, force)
@@ -744,7 +756,7 @@ class _Run:
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         assert self.kb is not None
         for source in sorted(records):
-            if source in seen or os.path.exists(source):
+            if source in seen or os.path.exists(source) or (self.shard and not self.shard.owns(source)):
                 continue
             try:
                 removed = await asyncio.to_thread(self.kb.delete_document, source)
@@ -753,7 +765,8 @@ class _Run:
                 continue
             self.outcomes.append(FileOutcome(source, "pruned", removed))
         try:
-            orphans = await asyncio.to_thread(self.kb.delete_orphans)
+            # Only this shard's: another worker's big file has parts stored before its record.
+            orphans = await asyncio.to_thread(self.kb.delete_orphans, self.shard)
         except KbError as exc:
             self.outcomes.append(FileOutcome("(chunks without a record)", "failed", reason=f"prune: {exc}"))
             return

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .shards import Shard
 
 InstructionName = Literal["auto", "qwen3", "e5", "input-type", "none"]
 SearchMode = Literal["dense", "hybrid"]
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     # Sent with every request to a Chroma server (Chroma 1.x checks none itself: a proxy in front of it does).
     chroma_token: SecretStr | None = None
     chroma_token_header: Literal["Authorization", "X-Chroma-Token"] = "Authorization"
+    # A Chroma server's tenant and database (Chroma's own defaults when unset). `kb ingest` creates the
+    # database if the tenant lacks it; searches expect it.
+    chroma_tenant: str | None = None
+    chroma_database: str | None = None
     # The BM25 index for hybrid search (ingest.lexical): default beside an embedded store, in the user's data
     # folder for a server's collections (ingest.store.lexical_dir).
     lexical_path: Path | None = None
@@ -117,7 +122,8 @@ class Settings(BaseSettings):
     # Asked for before any page is shown; unset, anyone who can reach the UI's address can use it.
     ui_password: SecretStr | None = None
 
-    # Which files.
+    # Which files. `shard` I/N: this worker takes only the files of shard I of N (ingest.shards).
+    shard: str | None = None
     include: Annotated[list[str], NoDecode] = Field(default_factory=list)
     exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -141,8 +147,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"endpoint {url!r} must start with http:// or https://")
         return [url.rstrip("/") for url in value]
 
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            return str(Shard.parse(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if (self.chroma_tenant or self.chroma_database) and not self.chroma_url:
+            raise ValueError("a Chroma tenant or database needs a Chroma server (--chroma-url or KB_CHROMA_URL)")
         if self.rerank and not self.rerank_endpoint:
             raise ValueError("rerank needs a rerank endpoint (--rerank-endpoint or KB_RERANK_ENDPOINT)")
         if self.overlap >= self.chunk_tokens // 2:
@@ -154,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def uses_endpoint(self) -> bool:
         return bool(self.endpoint)
+
+    @property
+    def shard_spec(self) -> Shard | None:
+        return Shard.parse(self.shard) if self.shard else None
 
     @classmethod
     def settings_customise_sources(

@@ -28,8 +28,10 @@ import numpy as np
 
 from .errors import KbError, ModelMismatchError, StoreError
 from .lexical import LexicalIndex
+from .lock import write_lock
 from .processes import process_pool
 from .settings import Settings
+from .shards import Shard
 
 DOCS_SUFFIX = ".docs"
 SCHEMA = 1
@@ -226,13 +228,15 @@ def _mark(folder: str) -> str:
     return mark
 
 
-def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
-    """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off."""
-    return _open_client(settings)[0]
+def make_client(settings: Settings, create: bool = False):  # noqa: ANN201 - chromadb's client type
+    """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off. `create`
+    (writers): a server's database is created in its tenant if missing."""
+    return _open_client(settings, create)[0]
 
 
-def _open_client(settings: Settings) -> tuple[Any, StoreView | None]:
+def _open_client(settings: Settings, create: bool = False) -> tuple[Any, StoreView | None]:
     import chromadb
+    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
@@ -241,19 +245,55 @@ def _open_client(settings: Settings) -> tuple[Any, StoreView | None]:
             url = urlparse(settings.chroma_url)
             if not url.hostname:
                 raise StoreError(f"--chroma-url {settings.chroma_url!r} is not a URL like http://host:8000")
-            return chromadb.HttpClient(
-                host=url.hostname,
-                port=url.port or (443 if url.scheme == "https" else 8000),
-                ssl=url.scheme == "https",
-                headers=_token_headers(settings),
-                settings=chroma_settings,
-            ), None
+            server = {"host": url.hostname, "port": url.port or (443 if url.scheme == "https" else 8000),
+                      "ssl": url.scheme == "https", "headers": _token_headers(settings)}
+            tenant = settings.chroma_tenant or DEFAULT_TENANT
+            database = settings.chroma_database or DEFAULT_DATABASE
+            try:
+                if create:
+                    _ensure_database(server, tenant, database, chroma_settings)
+                client = chromadb.HttpClient(tenant=tenant, database=database, settings=chroma_settings, **server)
+            except Exception as exc:
+                raise _missing(settings, tenant, database, exc) or exc
+            return client, None
         Path(settings.chroma_path).mkdir(parents=True, exist_ok=True)
         return StoreView.client(str(settings.chroma_path), chroma_settings)
     except StoreError:
         raise
     except Exception as exc:
         raise _store_error(settings, exc) from None
+
+
+def _ensure_database(server: dict[str, Any], tenant: str, database: str, chroma_settings: Any) -> None:  # noqa: ANN401
+    """Create `database` in `tenant` on the server if it is not there. Tenants are the server admin's to
+    create: a missing one is an error (below), not something an ingest should make up from a typo."""
+    import chromadb
+    from chromadb.errors import NotFoundError
+
+    admin = chromadb.AdminClient(chroma_settings.model_copy(update={
+        "chroma_api_impl": "chromadb.api.fastapi.FastAPI", "chroma_server_host": server["host"],
+        "chroma_server_http_port": server["port"], "chroma_server_ssl_enabled": server["ssl"],
+        "chroma_server_headers": server["headers"]}))
+    try:
+        admin.get_database(database, tenant)
+    except NotFoundError:
+        try:
+            admin.create_database(database, tenant)
+        except Exception as exc:
+            if "already exists" not in str(exc):  # another worker created it first
+                raise
+
+
+def _missing(settings: Settings, tenant: str, database: str, exc: Exception) -> StoreError | None:
+    """A missing tenant or database, said with what to do about it."""
+    text = str(exc)
+    if re.search(r"Tenant \[.*\] not found", text):
+        return StoreError(f"the Chroma server at {settings.chroma_url} has no tenant {tenant!r}: create it on "
+                          "the server (Chroma's AdminClient.create_tenant), or check --chroma-tenant")
+    if re.search(r"Database \[.*\] not found", text):
+        return StoreError(f"the Chroma server at {settings.chroma_url} has no database {database!r} in tenant "
+                          f"{tenant!r}: kb ingest creates it; check --chroma-database")
+    return None
 
 
 def _token_headers(settings: Settings) -> dict[str, str] | None:
@@ -311,8 +351,9 @@ class KnowledgeBase:
         self._docs = None
 
     @classmethod
-    def open(cls, settings: Settings, name: str | None = None) -> KnowledgeBase:
-        client, view = _open_client(settings)
+    def open(cls, settings: Settings, name: str | None = None, create: bool = False) -> KnowledgeBase:
+        """`create`: for a writer, which may create a server's database (see `make_client`)."""
+        client, view = _open_client(settings, create)
         return cls(client, name or settings.collection, view, lexical_dir(settings))
 
     @property
@@ -511,9 +552,10 @@ class KnowledgeBase:
             except Exception as exc:
                 raise StoreError(f"cannot delete chunks from collection {self.name!r}: {exc}") from None
 
-    def delete_orphans(self) -> dict[str, int]:
+    def delete_orphans(self, shard: Shard | None = None) -> dict[str, int]:
         """Remove chunks no record vouches for (left by a run killed or failed between a big file's parts);
-        how many went, by source."""
+        how many went, by source. With `shard`, only the sources it owns: the other workers may be in
+        the middle of a big file, its parts stored and its record not yet."""
         if not self._open_existing():
             return {}
         sources = sorted(self.documents())
@@ -522,7 +564,9 @@ class KnowledgeBase:
             found: dict[str, list[str]] = {}
             for got in self._pages(where, ["metadatas"]):
                 for chunk_id_, metadata in zip(got["ids"], got["metadatas"] or []):
-                    found.setdefault(str((metadata or {}).get("source", "")), []).append(chunk_id_)
+                    source = str((metadata or {}).get("source", ""))
+                    if shard is None or shard.owns(source):
+                        found.setdefault(source, []).append(chunk_id_)
             with self._writing():
                 self._delete_ids([i for ids in found.values() for i in ids])
         except Exception as exc:
@@ -546,30 +590,30 @@ class KnowledgeBase:
 
     def sync_lexical(self) -> dict[str, int]:
         """Bring the lexical index level with the chunks: index what it lacks (a collection built before it
-        existed, a run killed between the two writes), drop what is gone. Counts first, so a store already
-        in step costs two counts; how many entries were added and removed."""
+        existed, a run killed between the two writes, chunks other machines wrote to a Chroma server), drop
+        what is gone. Counts first, so a store already in step costs two counts; then the ids alone are
+        read, and the text only of the chunks missing. How many entries were added and removed."""
         index = self.lexical
         if index is None or not self._open_existing():
             return {"added": 0, "removed": 0}
         if index.count() == self.count():
             return {"added": 0, "removed": 0}
         have = index.ids()
-        stored: set[str] = set()
-        added = 0
         try:
-            for got in self._pages(None, ["documents", "metadatas"]):
-                stored.update(got["ids"])
-                missing = [lexical_entry(i, t or "", m or {})
-                           for i, t, m in zip(got["ids"], got["documents"], got["metadatas"]) if i not in have]
-                index.upsert(missing)
-                added += len(missing)
+            stored = set(self._ids(None))
+            missing = sorted(stored - have)
+            page = max(1, self.max_batch)
+            for start in range(0, len(missing), page):
+                got = self._chunks.get(ids=missing[start:start + page], include=["documents", "metadatas"])  # type: ignore[union-attr]
+                index.upsert([lexical_entry(i, t or "", m or {})
+                              for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])])
         except KbError:
             raise
         except Exception as exc:
             raise StoreError(f"cannot read collection {self.name!r} to index it: {exc}") from None
         gone = sorted(have - stored)
         index.delete(gone)
-        return {"added": added, "removed": len(gone)}
+        return {"added": len(missing), "removed": len(gone)}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -657,7 +701,10 @@ def lexical_dir(settings: Settings) -> Path:
     if settings.chroma_url:
         url = urlparse(settings.chroma_url)
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-        return base / "kb" / "lexical" / re.sub(r"[^\w.-]+", "_", f"{url.hostname}_{url.port or ''}{url.path}").strip("_")
+        folder = base / "kb" / "lexical" / re.sub(r"[^\w.-]+", "_", f"{url.hostname}_{url.port or ''}{url.path}").strip("_")
+        if settings.chroma_tenant or settings.chroma_database:  # same collection names, other collections
+            folder = folder / (settings.chroma_tenant or "default_tenant") / (settings.chroma_database or "default_database")
+        return folder
     return Path(settings.chroma_path) / "kb-lexical"
 
 
@@ -677,7 +724,7 @@ def _call_in_process(method: str, args: tuple) -> tuple[Any, float]:
     started = time.process_time()
     if _process_kb is None:
         assert _process_settings is not None
-        _process_kb = KnowledgeBase.open(_process_settings)
+        _process_kb = KnowledgeBase.open(_process_settings, create=True)
     result = getattr(_process_kb, method)(*args)
     return result, time.process_time() - started
 
@@ -724,8 +771,8 @@ class StoreProcess:
     def delete_chunks(self, ids: Sequence[str]) -> None:
         self._call("delete_chunks", list(ids))
 
-    def delete_orphans(self) -> dict[str, int]:
-        return self._call("delete_orphans")
+    def delete_orphans(self, shard: Shard | None = None) -> dict[str, int]:
+        return self._call("delete_orphans", shard)
 
     def sync_lexical(self) -> dict[str, int]:
         return self._call("sync_lexical")
@@ -758,6 +805,28 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def delete_documents(settings: Settings, sources: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """Remove the documents recorded under each of `sources` (a document's source, or a folder: every
+    document below it) from the collection `settings` names, with their chunks. How many chunks each
+    removed document had, and the sources that matched nothing."""
+    with write_lock(settings):
+        kb = KnowledgeBase.open(settings)
+        if not kb.exists():
+            raise StoreError(f"no collection {settings.collection!r} in {settings.chroma_url or settings.chroma_path}")
+        recorded = kb.documents()
+        removed: dict[str, int] = {}
+        unknown: list[str] = []
+        for given in sources:
+            folder = given.rstrip("/") + "/"
+            matches = [s for s in sorted(recorded) if s == given or s.startswith(folder)]
+            if not matches:
+                unknown.append(given)
+            for source in matches:
+                if source not in removed:
+                    removed[source] = kb.delete_document(source)
+        return removed, unknown
 
 
 def parse_where(text: str | None) -> dict[str, Any] | None:

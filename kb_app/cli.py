@@ -23,7 +23,7 @@ from rich.text import Text
 from ingest.errors import KbError
 from ingest.pipeline import FileOutcome, IngestReport, ingest, reembed
 from ingest.settings import Settings, load_settings
-from ingest.store import parse_where, status
+from ingest.store import delete_documents, parse_where, status
 
 app = typer.Typer(
     name="kb",
@@ -39,6 +39,9 @@ out = Console(soft_wrap=True)
 Collection = Annotated[Optional[str], typer.Option("--collection", "-c", help="Knowledge base name [KB_COLLECTION]")]
 ChromaPath = Annotated[Optional[Path], typer.Option(help="Embedded Chroma folder [KB_CHROMA_PATH; data/chroma]")]
 ChromaUrl = Annotated[Optional[str], typer.Option(help="Chroma server URL, e.g. http://127.0.0.1:8000 [KB_CHROMA_URL]")]
+ChromaTenant = Annotated[Optional[str], typer.Option(help="Chroma server tenant [KB_CHROMA_TENANT; default_tenant]")]
+ChromaDatabase = Annotated[Optional[str], typer.Option(
+    help="Chroma server database; kb ingest creates it if missing [KB_CHROMA_DATABASE; default_database]")]
 Endpoint = Annotated[
     Optional[list[str]],
     typer.Option(help="OpenAI-compatible base URL, repeatable [KB_ENDPOINT, comma-separated]; none: embedded model"),
@@ -165,8 +168,9 @@ class RichProgress:
 def _summary(report: IngestReport) -> None:
     failed, warned = report.of("failed"), [o for o in report.outcomes if o.warnings]
     chunks_per_s = report.chunks / report.seconds if report.seconds else 0
+    shard = f" shard {report.shard} ({report.other_shards} files left to the other shards)" if report.shard else ""
     err.print(
-        f"[bold]{report.collection}[/] ({escape(report.model)}): "
+        f"[bold]{report.collection}[/]{shard} ({escape(report.model)}): "
         f"[green]{len(report.of('ingested'))} ingested[/], {len(report.of('unchanged'))} unchanged, "
         + (f"{len(report.of('pruned'))} pruned, " if report.of("pruned") else "")
         + f"[{'red' if failed else 'green'}]{len(failed)} failed[/]; "
@@ -196,7 +200,11 @@ def ingest_command(
     headings: Headings = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     prune: Annotated[bool, typer.Option(help="Remove documents whose files are gone")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        help="I/N: take only this worker's share of the files (N workers split a corpus by path) [KB_SHARD]")] = None,
     include: Annotated[Optional[list[str]], typer.Option(help="Only files matching this glob (repeatable)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Skip files matching this glob (repeatable)")] = None,
     instruction: InstructionName = None,
@@ -219,10 +227,10 @@ def ingest_command(
     try:
         settings = _settings(
             collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
-            chroma_path=chroma_path, chroma_url=chroma_url, include=include, exclude=exclude,
+            chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
             batch_inputs=batch_inputs, batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight,
-            workers=workers, lock_wait=lock_wait, config=config,
+            workers=workers, lock_wait=lock_wait, shard=shard, config=config,
         )
         with RichProgress(err) as progress:
             report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)
@@ -252,16 +260,18 @@ def reembed_command(
     headings: Headings = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     pdf_password: PdfPassword = None,
     as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
     """Re-embed a collection's documents with another model into a new collection (the old one is kept)."""
     try:
-        base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+        base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         target = _settings(collection=to, endpoint=endpoint, model=model, dimensions=dimensions, tokenizer=tokenizer,
                            instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
-                           chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+                           chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         with RichProgress(err) as progress:
             report = reembed(base, target, progress=progress, pdf_password=pdf_password)
     except KbError as exc:
@@ -291,6 +301,8 @@ def search_command(
     model: Model = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     config: Config = None,
 ) -> None:
     """Search a knowledge base: ranked passages with score, source and page, and each stage's scores."""
@@ -299,7 +311,7 @@ def search_command(
     try:
         settings = _settings(
             collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
-            chroma_url=chroma_url, config=config, search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint,
+            chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config, search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint,
             rerank_model=rerank_model, rerank_api=rerank_api,
         )
         started = time.perf_counter()
@@ -332,11 +344,13 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout")] = False,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     config: Config = None,
 ) -> None:
     """Knowledge bases in the store: documents, chunks, model, dimension, chunking."""
     try:
-        settings = _settings(chroma_path=chroma_path, chroma_url=chroma_url, config=config)
+        settings = _settings(chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         rows = status(settings)
     except KbError as exc:
         _fail(str(exc))
@@ -356,6 +370,32 @@ def status_command(
             str(row.get("last_ingest") or ""),
         )
     out.print(table)
+
+
+@app.command("delete")
+def delete_command(
+    sources: Annotated[list[str], typer.Argument(
+        help="Documents as kb status and search name them (the path given at ingest), or folders: all below")],
+    collection: Collection = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
+    config: Config = None,
+) -> None:
+    """Remove documents and their passages from a knowledge base (the files themselves are left alone)."""
+    try:
+        settings = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url,
+                             chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
+        removed, unknown = delete_documents(settings, sources)
+    except KbError as exc:
+        _fail(str(exc))
+        return
+    for source, chunks in removed.items():
+        err.print(f"deleted {escape(_display(source))} ({chunks} passages)")
+    for source in unknown:
+        err.print(f"[red]failed[/] {escape(source)}: no document in {settings.collection!r} is recorded under this path")
+    raise typer.Exit(1 if unknown else 0)
 
 
 @app.command("bench")
@@ -543,6 +583,8 @@ def eval_command(
     rerank_api: RerankApi = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     as_json: ReportJson = False,
     config: Config = None,
 ) -> None:
@@ -556,7 +598,7 @@ def eval_command(
         settings = _settings(
             collection=collection or f"eval-{evalset.name}", endpoint=endpoint, model=model,
             chunk_tokens=chunk_tokens, overlap=overlap, headings=headings, instruction=instruction, query_task=query_task,
-            dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, config=config,
+            dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config,
             search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint, rerank_model=rerank_model,
             rerank_api=rerank_api,
         )
@@ -620,6 +662,8 @@ def ui_command(
     model: Model = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
     config: Config = None,
 ) -> None:
     """Start the browser UI (Streamlit): search, upload, library, settings."""
@@ -627,7 +671,7 @@ def ui_command(
 
     try:
         settings = _settings(collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
-                             chroma_url=chroma_url, config=config)
+                             chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
     except KbError as exc:
         _fail(str(exc))
         return

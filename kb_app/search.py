@@ -120,6 +120,11 @@ def query_language(query: str) -> str | None:
     return None
 
 
+# Seconds between checks that the lexical index holds what the store holds (a Searcher lives as long as
+# the UI's session: other processes and machines may write meanwhile).
+LEXICAL_RECHECK = 30.0
+
+
 def _overfetch(k: int) -> int:
     """Entries to ask for k passages: a heading entry and its section's chunk are one passage."""
     return k + max(4, k // 2)
@@ -164,7 +169,7 @@ class Searcher:
         # Queries are formatted the way the collection's documents expect.
         self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
         self.reranker = reranker or (make_reranker(settings) if settings.rerank_endpoint else None)
-        self._lexical_ready = False
+        self._lexical_checked = -LEXICAL_RECHECK  # monotonic time of the last sync_lexical
         self._main: tuple[KnowledgeBase, str | None] | None = None
 
     def _stages(self, mode: str | None, rerank: bool | None) -> tuple[str, bool]:
@@ -174,13 +179,14 @@ class Searcher:
         rerank = self.settings.rerank if rerank is None else rerank
         if rerank and self.reranker is None:
             raise ConfigError("reranking needs a rerank endpoint: --rerank-endpoint URL (or KB_RERANK_ENDPOINT)")
-        if mode == "hybrid" and not self._lexical_ready:
-            index = self.kb.lexical
-            if index is None:
+        if mode == "hybrid" and time.monotonic() - self._lexical_checked >= LEXICAL_RECHECK:
+            if self.kb.lexical is None:
                 raise KbError("hybrid search needs the collection's lexical index, which this store handle lacks")
-            if index.count() == 0:  # a collection from before kb kept one: built once, from the stored text
-                self.kb.sync_lexical()
-            self._lexical_ready = True
+            # Level with the chunks: a collection from before kb kept one, or (a Chroma server) chunks that
+            # ingest workers on other machines wrote. Two counts when nothing changed.
+            self.kb.sync_lexical()
+            self._lexical_checked = time.monotonic()
+            self._main = None  # the main language is counted again over what the index now holds
         return mode, rerank
 
     async def asearch(self, query: str, k: int = 5, where: dict[str, Any] | None = None, *,
@@ -281,7 +287,7 @@ class Searcher:
         return out
 
     def _main_language(self) -> str | None:
-        """The language most of the collection's passages are in (asked once per store handle)."""
+        """The language most of the collection's passages are in (counted again at each lexical check)."""
         if self._main is None or self._main[0] is not self.kb:
             counts = {k: v for k, v in self.kb.lexical.languages().items() if k} if self.kb.lexical else {}
             self._main = (self.kb, max(counts, key=counts.get) if counts else None)

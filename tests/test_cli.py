@@ -176,3 +176,37 @@ def test_reembed_to_a_new_model_keeps_the_old_collection(workdir, fake_server):
     assert rows["knowledge"]["documents"] == 8 and rows["knowledge"]["model"] != "fake-embed"
     same = kb("reembed", "--to", "knowledge", cwd=workdir, check=2)
     assert "new collection" in same.stderr and "Traceback" not in same.stderr
+
+
+def test_a_chroma_server_does_what_the_embedded_store_does(tmp_path, chroma_server):
+    """Ingest into a database kb creates, re-run (unchanged), status, search, delete and prune."""
+    root = tmp_path / "server-work"
+    shutil.copytree(DATA, root / "data", ignore=shutil.ignore_patterns("chroma"))
+    server = ["--chroma-url", chroma_server, "--chroma-database", "docs-team", "-c", "cli-server"]
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    first = json.loads(kb("ingest", "data/", *server, "--json", cwd=root, env=env, check=0).stdout)
+    assert first["ingested"] == 8 and first["chunks"] > 0
+    assert not (root / "data" / "chroma").exists(), "nothing written to an embedded store"
+    again = json.loads(kb("ingest", "data/", *server, "--json", cwd=root, env=env, check=0).stdout)
+    assert again["unchanged"] == 8 and again["requests"] == 0
+
+    rows = json.loads(kb("status", "--json", *server[:4], cwd=root, env=env, check=0).stdout)
+    assert [(r["collection"], r["documents"], r["chunks"]) for r in rows] == [("cli-server", 8, first["chunks"])]
+    default_database = json.loads(kb("status", "--json", "--chroma-url", chroma_server, cwd=root, env=env, check=0).stdout)
+    assert "cli-server" not in [r["collection"] for r in default_database]
+    hits = json.loads(kb("search", "火山是怎么形成的？", *server, "--json", "-k", "1", cwd=root, env=env, check=0).stdout)
+    assert hits[0]["source"].endswith("volcanoes.pdf")
+
+    panda = str(root / "data" / "zh" / "giant-panda.txt")
+    deleted = kb("delete", panda, "data/nowhere.md", *server, cwd=root, env=env, check=1)
+    assert "deleted data/zh/giant-panda.txt" in deleted.stderr and "nowhere.md: no document" in deleted.stderr
+    (root / "data" / "en" / "sourdough.txt").unlink()
+    pruned = json.loads(kb("ingest", "data/", *server, "--prune", "--json", cwd=root, env=env, check=0).stdout)
+    # The deleted file is still on disk: ingested again. The removed one is pruned.
+    assert [f["source"] for f in pruned["files"] if f["status"] == "pruned"] == [
+        str(root / "data" / "en" / "sourdough.txt")]
+    assert [f["source"] for f in pruned["files"] if f["status"] == "ingested"] == [panda]
+    rows = json.loads(kb("status", "--json", *server[:4], cwd=root, env=env, check=0).stdout)
+    assert rows[0]["documents"] == 7
+    folder = kb("delete", str(root / "data" / "zh"), *server, cwd=root, env=env, check=0)
+    assert folder.stderr.count("deleted ") == 3

@@ -164,3 +164,21 @@ def test_the_index_is_never_ingested_as_a_document(tmp_path, corpus, monkeypatch
     report = ingest([corpus], settings)
     assert report.ok and {o.status for o in report.outcomes} == {"unchanged"}
     assert (corpus / "bm25" / "knowledge.sqlite3").is_file()
+
+
+def test_a_searcher_catches_up_with_chunks_another_machine_indexed(kb_settings, corpus, tmp_path, monkeypatch):
+    """With a Chroma server, each machine keeps its own BM25 index: chunks other ingest workers wrote reach
+    it at the searcher's next check, fetched from the store."""
+    import kb_app.search
+
+    assert ingest([corpus / "zh"], kb_settings).ok
+    hybrid = kb_settings.model_copy(update={"search_mode": "hybrid"})
+    finder = Searcher(hybrid)
+    assert not any(r.source.endswith("coffee-brewing.html") for r in finder.search("pour-over coffee kettle", k=3).results)
+    elsewhere = kb_settings.model_copy(update={"lexical_path": tmp_path / "other-machine"})
+    assert ingest([corpus / "en"], elsewhere).ok
+    monkeypatch.setattr(kb_app.search, "LEXICAL_RECHECK", 0.0)
+    response = finder.search("pour-over coffee kettle", k=3)
+    # Found by BM25 too: the index now holds the new chunks, and English became the collection's main language.
+    assert any(r.source.endswith("coffee-brewing.html") and r.lexical_rank for r in response.results)
+    assert finder.kb.lexical.count() == len(_stored_ids(finder.kb))

@@ -276,3 +276,45 @@ def test_a_reader_elsewhere_does_not_reload_the_store_and_a_held_client_keeps_wo
     vector = np.array([1, 0, 0, 0], np.float32) + 0.01
     assert held.query(vector, k=5) and held.documents()  # still answers (from what it had loaded)
     assert {h.metadata["source"] for h in fresh.query(vector, k=5)} == {"/mine.txt", "/theirs.txt"}
+
+
+def test_server_tenant_and_database(chroma_server, tmp_path):
+    from ingest.errors import ConfigError
+    from ingest.store import lexical_dir, status
+
+    team = load_settings(chroma_url=chroma_server, chroma_database="team-a", collection="shared-name")
+    with pytest.raises(StoreError, match="no database 'team-a' in tenant 'default_tenant'.*kb ingest creates it"):
+        KnowledgeBase.open(team)  # a search does not make one up
+    kb = KnowledgeBase.open(team, create=True)  # an ingest does
+    kb.ensure(SPEC)
+    write(kb, "/a.txt", "v1", 3)
+    team_b = team.model_copy(update={"chroma_database": "team-b"})
+    other = KnowledgeBase.open(team_b, create=True)
+    other.ensure(SPEC)
+    write(other, "/b.txt", "v1", 1)
+    default = load_settings(chroma_url=chroma_server, collection="shared-name")
+    assert not KnowledgeBase.open(default).exists()
+    assert [(r["collection"], r["documents"], r["chunks"]) for r in status(team)] == [("shared-name", 1, 3)]
+    assert KnowledgeBase.open(team).documents().keys() == {"/a.txt"} and other.documents().keys() == {"/b.txt"}
+    # Same collection name in two databases: two BM25 indexes.
+    assert len({lexical_dir(team), lexical_dir(team_b), lexical_dir(default)}) == 3
+    with pytest.raises(StoreError, match="no tenant 'nobody'.*--chroma-tenant"):
+        KnowledgeBase.open(team.model_copy(update={"chroma_tenant": "nobody"}), create=True)
+    with pytest.raises(ConfigError, match="needs a Chroma server"):
+        load_settings(chroma_path=tmp_path, chroma_database="team-a")
+
+
+def test_delete_documents_by_source_or_folder(tmp_path):
+    from ingest.store import delete_documents
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="deletes")
+    kb = KnowledgeBase.open(settings)
+    kb.ensure(SPEC)
+    for source in ["/docs/a.txt", "/docs/sub/b.txt", "/docs/sub/c.txt", "/docs/subway.txt"]:
+        write(kb, source, "v1", 2)
+    removed, unknown = delete_documents(settings, ["/docs/a.txt", "/docs/sub/", "/nope.txt"])
+    assert removed == {"/docs/a.txt": 2, "/docs/sub/b.txt": 2, "/docs/sub/c.txt": 2} and unknown == ["/nope.txt"]
+    kb = KnowledgeBase.open(settings)
+    assert set(kb.documents()) == {"/docs/subway.txt"} and kb.count() == 2  # a folder is not a name prefix
+    with pytest.raises(StoreError, match="no collection 'other'"):
+        delete_documents(settings.model_copy(update={"collection": "other"}), ["/docs/subway.txt"])
