@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,11 @@ LATENT, TOPICS, DOC_CHUNKS, BATCH = 64, 1000, 50, 4000
 COLLECTION = "scale"
 DEFAULT_EF = 100  # what kb creates collections with (Chroma's default)
 MODELS = {1024: ("0.6b", "Qwen/Qwen3-Embedding-0.6B"), 2560: ("4b", "Qwen/Qwen3-Embedding-4B"),
-          4096: ("8b", "Qwen/Qwen3-Embedding-8B")}
+          4096: ("8b", "Qwen/Qwen3-Embedding-8B")}  # the Qwen3 model whose native dimension it is (else 0.6B, cut)
+
+
+def _model(dim: int) -> tuple[str, str]:
+    return MODELS.get(dim, MODELS[1024])
 
 
 class Vectors:
@@ -117,7 +120,7 @@ def build(path: Path, n: int, dim: int) -> dict[str, Any]:
     done = kb.count() // BATCH * BATCH if kb.exists() else 0
     progress = path / "kb-scale-progress.json"
     spent = json.loads(progress.read_text())["seconds"] if done and progress.exists() else 0.0
-    size, model = MODELS[dim]
+    size, model = _model(dim)
     kb.ensure(CollectionSpec(model=model, dimension=dim, instruction="qwen3",
                              query_task="Given a web search query, retrieve relevant passages that answer the query",
                              tokenizer="Qwen/Qwen3-Embedding-0.6B", chunk_tokens=256, overlap=32))
@@ -242,7 +245,7 @@ def run(sizes: list[int], dims: list[int], stores: list[str], cache: Path, ef_li
     rows = []
     context = multiprocessing.get_context("spawn")
     for dim in dims:
-        size_name, _ = MODELS[dim]
+        size_name, _ = _model(dim)
         with SimulatedServer(model_size=size_name, dim=dim, log=cache / f"sim-{dim}.log") as sim:
             for n in sizes:
                 path = cache / f"{n}-{dim}"
@@ -286,6 +289,26 @@ def run(sizes: list[int], dims: list[int], stores: list[str], cache: Path, ef_li
     return rows
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """README's tables: each size, dimension and store at kb's ef_search; then recall and latency by ef_search."""
+    lines = ["| chunks | dim | store | first query | search p50 / p95 | with embedding p50 / p95 | memory | disk |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r["ef_search"] == DEFAULT_EF:
+            memory = r.get("server_rss_mb") or r["client_rss_mb"]
+            lines.append(f"| {r['n']:,} | {r['dim']} | {r['store']} | {r['first_query_ms'] / 1000:.1f} s | "
+                         f"{r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f} ms | {r['with_embedding_p50_ms']:.1f} / "
+                         f"{r['with_embedding_p95_ms']:.1f} ms | {memory / 1000:.2f} GB | {r['disk_mb'] / 1000:.2f} GB |")
+    efs = sorted({r["ef_search"] for r in rows})
+    lines += ["", "| chunks | dim | store | " + " | ".join(f"ef_search {e}" for e in efs) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in efs) + " |"]
+    for key in dict.fromkeys((r["n"], r["dim"], r["store"]) for r in rows):
+        cells = {r["ef_search"]: f"{r['recall@10']:.3f}, {r['search_p50_ms']:.1f} ms" for r in rows
+                 if (r["n"], r["dim"], r["store"]) == key}
+        lines.append(f"| {key[0]:,} | {key[1]} | {key[2]} | " + " | ".join(cells.get(e, "") for e in efs) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
@@ -297,14 +320,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "kb" / "bench" / "scale")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--report", type=Path, nargs="+", help="print README's tables from earlier --json files")
     args = parser.parse_args()
+    if args.report:
+        print(table([row for path in args.report for row in json.loads(path.read_text())]))
+        return
     ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     args.cache.mkdir(parents=True, exist_ok=True)
     rows = run(ints(args.sizes), ints(args.dims), args.stores.split(","), args.cache, ints(args.ef_search),
                args.queries, args.repeat, log=lambda text: print(text, flush=True))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    json.dump(rows, sys.stdout, indent=1)
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -139,3 +139,37 @@ def test_bench_names_the_files_that_failed(tmp_path):
     assert result.failed == 1 and result.chunks >= 1
     [(source, reason)] = result.failures
     assert source.endswith("broken.pdf") and "PDF" in reason
+
+
+def test_scale_bench_measures_both_stores_and_its_build_resumes(tmp_path):
+    """bench.scale on a small store: exact neighbours are right, ef_search reaches the index, rows are whole."""
+    from bench.scale import BATCH, Vectors, build, run, table
+    from ingest.settings import Settings
+    from ingest.store import KnowledgeBase
+
+    vectors = Vectors(64)
+    exact = vectors.exact(2 * BATCH, vectors.queries(2 * BATCH, 5))
+    # A stored chunk's nearest neighbour among all is found by brute force across batches.
+    both = np.vstack([vectors.batch(0, BATCH), vectors.batch(BATCH, BATCH)])
+    assert (exact[:, 0] == np.argmax(vectors.queries(2 * BATCH, 5) @ both.T, axis=1)).all()
+
+    path = tmp_path / f"{2 * BATCH}-64"
+    build(path, BATCH, 64)  # a build stopped after its first batch...
+    (path / "kb-scale.json").unlink()
+    info = build(path, 2 * BATCH, 64)  # ...resumes: the same chunks, the second batch added
+    store = KnowledgeBase.open(Settings(chroma_path=path, collection="scale"))
+    assert store.count() == 2 * BATCH and info["n"] == 2 * BATCH and len(store.documents()) == 2 * BATCH // 50
+
+    rows = run([2 * BATCH], [64], ["embedded", "server"], tmp_path, [4, 100], queries_n=30, repeat=20)
+    assert [(r["store"], r["ef_search"]) for r in rows] == [("embedded", 4), ("embedded", 100), ("server", 4),
+                                                            ("server", 100)]
+    for row in rows:
+        assert 0 < row["recall@10"] <= 1 and row["search_p50_ms"] > 0 and row["disk_mb"] > 0
+        assert ("with_embedding_p50_ms" in row) == (row["ef_search"] == 100)
+        assert ("server_rss_mb" in row) == (row["store"] == "server")
+    by_ef = {(r["store"], r["ef_search"]): r["recall@10"] for r in rows}
+    assert by_ef[("embedded", 100)] >= by_ef[("embedded", 4)] and by_ef[("server", 100)] >= by_ef[("server", 4)]
+    assert by_ef[("embedded", 100)] > 0.9
+    # The collection is left at kb's ef_search, and the tables name every row.
+    assert store.client.get_collection("scale").configuration_json["hnsw"]["ef_search"] == 100
+    assert table(rows).count("| 8,000 | 64 |") == 2 + 2
