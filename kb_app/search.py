@@ -180,6 +180,7 @@ class Searcher:
         if rerank and self.reranker is None:
             raise ConfigError("reranking needs a rerank endpoint: --rerank-endpoint URL (or KB_RERANK_ENDPOINT)")
         if mode == "hybrid" and time.monotonic() - self._lexical_checked >= LEXICAL_RECHECK:
+            self._fresh()  # level the index with the store this search will read
             if self.kb.lexical is None:
                 raise KbError("hybrid search needs the collection's lexical index, which this store handle lacks")
             # Level with the chunks: a collection from before kb kept one, or (a Chroma server) chunks that
@@ -205,8 +206,7 @@ class Searcher:
     async def _answer(self, query: str, vector: Any, k: int, where: dict[str, Any] | None,  # noqa: ANN401
                       started: float, stages: tuple[str, bool], embedded: float) -> SearchResponse:
         mode, rerank = stages
-        if not self.kb.current():  # another process wrote to the store: search what it wrote too
-            self.kb = KnowledgeBase.open(self.settings, self.kb.name)
+        self._fresh()
         timings = {"embed": embedded}
         if mode == "dense" and not rerank:
             candidates = await self._dense_only(vector, k, where, timings)
@@ -285,6 +285,11 @@ class Searcher:
             if chunk is not None:
                 out.append((chunk, hit.score))
         return out
+
+    def _fresh(self) -> None:
+        """Open the store again if another process wrote to it since (embedded): search what it wrote too."""
+        if not self.kb.current():
+            self.kb = KnowledgeBase.open(self.settings, self.kb.name)
 
     def _main_language(self) -> str | None:
         """The language most of the collection's passages are in (counted again at each lexical check)."""

@@ -182,3 +182,24 @@ def test_a_searcher_catches_up_with_chunks_another_machine_indexed(kb_settings, 
     # Found by BM25 too: the index now holds the new chunks, and English became the collection's main language.
     assert any(r.source.endswith("coffee-brewing.html") and r.lexical_rank for r in response.results)
     assert finder.kb.lexical.count() == len(_stored_ids(finder.kb))
+
+
+def test_a_searcher_keeps_the_entries_another_process_just_wrote(kb_settings, corpus, monkeypatch):
+    """An embedded store written by `kb ingest` in another process while the UI's searcher is open: at its next
+    check the searcher finds the new chunks by BM25, and its index holds exactly the store's chunks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kb_app.search
+
+    assert ingest([corpus / "zh"], kb_settings).ok
+    finder = Searcher(kb_settings.model_copy(update={"search_mode": "hybrid"}))
+    finder.search("熊猫吃什么", k=3)
+    kb = Path(sys.executable).parent / "kb"
+    subprocess.run([str(kb), "ingest", str(corpus / "en"), "--chroma-path", str(kb_settings.chroma_path)], check=True,
+                   capture_output=True)
+    monkeypatch.setattr(kb_app.search, "LEXICAL_RECHECK", 0.0)
+    response = finder.search("sourdough starter hydration", k=3)
+    assert any(r.source.endswith("sourdough.txt") and r.lexical_rank for r in response.results)
+    assert finder.kb.lexical.count() == len(_stored_ids(finder.kb))
