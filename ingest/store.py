@@ -35,6 +35,10 @@ from .shards import Shard
 
 DOCS_SUFFIX = ".docs"
 SCHEMA = 1
+# The vector index of every new chunk collection. Chroma's defaults, measured with bench/scale.py (README "Search
+# latency as the store grows": ef_search 40+ found every true top-10 at 100k chunks, 100 keeps headroom for
+# real embeddings for under 1 ms) and written out, so a change of Chroma's defaults cannot change kb's indexes.
+HNSW = {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100}
 
 
 @dataclass(frozen=True)
@@ -421,7 +425,8 @@ class KnowledgeBase:
             self._chunks = self.client.get_or_create_collection(
                 self.name,
                 embedding_function=None,
-                metadata={"hnsw:space": "cosine", **spec.to_metadata()},
+                configuration={"hnsw": dict(HNSW)},
+                metadata=spec.to_metadata(),
             )
             if current is not None and current != spec:
                 # Same model and dimension, new chunking or query task: keep the record true. The distance

@@ -318,3 +318,10 @@ def test_delete_documents_by_source_or_folder(tmp_path):
     assert set(kb.documents()) == {"/docs/subway.txt"} and kb.count() == 2  # a folder is not a name prefix
     with pytest.raises(StoreError, match="no collection 'other'"):
         delete_documents(settings.model_copy(update={"collection": "other"}), ["/docs/subway.txt"])
+
+
+def test_new_collections_get_kbs_hnsw_settings(kb):
+    from ingest.store import HNSW
+
+    stored = kb.client.get_collection(kb.name).configuration_json["hnsw"]
+    assert {key: stored[key] for key in HNSW} == HNSW
