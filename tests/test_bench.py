@@ -143,7 +143,7 @@ def test_bench_names_the_files_that_failed(tmp_path):
 
 def test_scale_bench_measures_both_stores_and_its_build_resumes(tmp_path):
     """bench.scale on a small store: exact neighbours are right, ef_search reaches the index, rows are whole."""
-    from bench.scale import BATCH, Vectors, build, run, table
+    from bench.scale import BATCH, DEFAULT_EF, Vectors, build, run, table
     from ingest.settings import Settings
     from ingest.store import KnowledgeBase
 
@@ -160,16 +160,16 @@ def test_scale_bench_measures_both_stores_and_its_build_resumes(tmp_path):
     store = KnowledgeBase.open(Settings(chroma_path=path, collection="scale"))
     assert store.count() == 2 * BATCH and info["n"] == 2 * BATCH and len(store.documents()) == 2 * BATCH // 50
 
-    rows = run([2 * BATCH], [64], ["embedded", "server"], tmp_path, [4, 100], queries_n=30, repeat=20)
-    assert [(r["store"], r["ef_search"]) for r in rows] == [("embedded", 4), ("embedded", 100), ("server", 4),
-                                                            ("server", 100)]
+    rows = run([2 * BATCH], [64], ["embedded", "server"], tmp_path, [4, DEFAULT_EF], queries_n=30, repeat=20)
+    assert [(r["store"], r["ef_search"]) for r in rows] == [("embedded", 4), ("embedded", DEFAULT_EF), ("server", 4),
+                                                            ("server", DEFAULT_EF)]
     for row in rows:
         assert 0 < row["recall@10"] <= 1 and row["search_p50_ms"] > 0 and row["disk_mb"] > 0
-        assert ("with_embedding_p50_ms" in row) == (row["ef_search"] == 100)
+        assert ("with_embedding_p50_ms" in row) == (row["ef_search"] == DEFAULT_EF)
         assert ("server_rss_mb" in row) == (row["store"] == "server")
     by_ef = {(r["store"], r["ef_search"]): r["recall@10"] for r in rows}
-    assert by_ef[("embedded", 100)] >= by_ef[("embedded", 4)] and by_ef[("server", 100)] >= by_ef[("server", 4)]
-    assert by_ef[("embedded", 100)] > 0.9
+    assert by_ef[("embedded", DEFAULT_EF)] >= by_ef[("embedded", 4)] and by_ef[("server", DEFAULT_EF)] >= by_ef[("server", 4)]
+    assert by_ef[("embedded", DEFAULT_EF)] > 0.9
     # The collection is left at kb's ef_search, and the tables name every row.
-    assert store.client.get_collection("scale").configuration_json["hnsw"]["ef_search"] == 100
+    assert store.client.get_collection("scale").configuration_json["hnsw"]["ef_search"] == DEFAULT_EF
     assert table(rows).count("| 8,000 | 64 |") == 2 + 2

@@ -320,8 +320,14 @@ def test_delete_documents_by_source_or_folder(tmp_path):
         delete_documents(settings.model_copy(update={"collection": "other"}), ["/docs/subway.txt"])
 
 
-def test_new_collections_get_kbs_hnsw_settings(kb):
+def test_new_collections_get_kbs_hnsw_settings_and_older_ones_its_ef_search(kb):
     from ingest.store import HNSW
 
     stored = kb.client.get_collection(kb.name).configuration_json["hnsw"]
     assert {key: stored[key] for key in HNSW} == HNSW
+    # A collection made the way kb made them before (Chroma's defaults, ef_search 100) is raised by an ingest.
+    older = kb.name + "-old"
+    kb.client.create_collection(older, embedding_function=None, metadata={"hnsw:space": "cosine", **SPEC.to_metadata()})
+    assert kb.client.get_collection(older).configuration_json["hnsw"]["ef_search"] == 100
+    KnowledgeBase(kb.client, older).ensure(SPEC)
+    assert kb.client.get_collection(older).configuration_json["hnsw"]["ef_search"] == HNSW["ef_search"]
