@@ -27,14 +27,15 @@ import hashlib
 import json
 import multiprocessing
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.run import _rss_pages
 from ingest.store import HNSW
+from kb_app.evaluate import percentile
 
 LATENT, TOPICS, DOC_CHUNKS, BATCH = 64, 1000, 50, 4000
 COLLECTION = "scale"
@@ -108,21 +109,18 @@ def _settings(path: Path, **extra: Any):  # noqa: ANN202
 
 def build(path: Path, n: int, dim: int) -> dict[str, Any]:
     """The collection of n synthetic chunks at `path`, through kb's KnowledgeBase (BM25 index off)."""
-    from ingest.store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, chunk_id, now
+    from ingest.store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, now
 
     marker = path / "kb-scale.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    from ingest.store import _open_client
-
-    path.mkdir(parents=True, exist_ok=True)
-    client, view = _open_client(_settings(path))
-    kb = KnowledgeBase(client, COLLECTION, view, lexical_dir=None)
+    kb = KnowledgeBase.open(_settings(path))
+    kb.lexical_dir = None  # the dense search is measured
     # An interrupted build resumes: batches are deterministic and chunk ids too, so the last one is rewritten.
     done = kb.count() // BATCH * BATCH if kb.exists() else 0
     progress = path / "kb-scale-progress.json"
     spent = json.loads(progress.read_text())["seconds"] if done and progress.exists() else 0.0
-    size, model = _model(dim)
+    _, model = _model(dim)
     kb.ensure(CollectionSpec(model=model, dimension=dim, instruction="qwen3",
                              query_task="Given a web search query, retrieve relevant passages that answer the query",
                              tokenizer="Qwen/Qwen3-Embedding-0.6B", chunk_tokens=256, overlap=32))
@@ -134,9 +132,7 @@ def build(path: Path, n: int, dim: int) -> dict[str, Any]:
         writes = []
         for first in range(0, count, DOC_CHUNKS):
             rows = range(start + first, start + min(first + DOC_CHUNKS, count))
-            source = f"corpus/doc{rows[0] // DOC_CHUNKS:06d}.md"
-            sha = hashlib.sha256(source.encode()).hexdigest()
-            ids = [chunk_id(source, sha, None, i) for i in rows]
+            source, sha, ids = _document(rows)
             metadatas = [{"source": source, "chunk": i - rows[0], "file_type": "md", "language": "en",
                           "tokens": 250} for i in rows]
             record = DocumentRecord(source=source, sha256=sha, file_type="md", title=source, chunks=len(rows),
@@ -151,22 +147,27 @@ def build(path: Path, n: int, dim: int) -> dict[str, Any]:
                   "ms a chunk)", flush=True)
     seconds = time.perf_counter() - started
     info = {"n": n, "dim": dim, "build_s": round(seconds, 1), "ms_per_chunk": round(seconds / n * 1000, 3)}
-    del kb, client, view
+    del kb
     marker.write_text(json.dumps(info))
     return info
 
 
+def _document(rows: range) -> tuple[str, str, list[str]]:
+    """The synthetic document holding chunks `rows` (DOC_CHUNKS to a document): source, sha256, chunk ids."""
+    from ingest.store import chunk_id
+
+    source = f"corpus/doc{rows[0] // DOC_CHUNKS:06d}.md"
+    sha = hashlib.sha256(source.encode()).hexdigest()
+    return source, sha, [chunk_id(source, sha, None, i) for i in rows]
+
+
 def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _rss_pages(pid) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+    """The q-th percentile of seconds, in ms."""
+    return round(percentile(sorted(values), q) * 1000, 2)
 
 
 def _set_ef(path: str, chroma_url: str | None, ef: int) -> int:
@@ -204,7 +205,7 @@ def _measure(path: str, n: int, chroma_url: str | None, sim_url: str, sim_model:
         if i < len(queries):
             hits += len({position.get(c.id) for c in found} & set(exact[i].tolist()))
     out["recall@10"] = round(hits / (10 * len(queries)), 4)
-    out["search_p50_ms"], out["search_p95_ms"] = _pct(times, 0.5), _pct(times, 0.95)
+    out["search_p50_ms"], out["search_p95_ms"] = _pct(times, 50), _pct(times, 95)
     if with_embedding:
         searcher = Searcher(settings.model_copy(update={"model": sim_model}))
         words = ["volcano", "panda", "solar", "coffee", "bees", "bread", "tea", "river"]
@@ -220,20 +221,14 @@ def _measure(path: str, n: int, chroma_url: str | None, sim_url: str, sim_model:
             return spent
 
         times = asyncio.run(searches())
-        out["with_embedding_p50_ms"], out["with_embedding_p95_ms"] = _pct(times, 0.5), _pct(times, 0.95)
+        out["with_embedding_p50_ms"], out["with_embedding_p95_ms"] = _pct(times, 50), _pct(times, 95)
     out["client_rss_mb"] = round(_rss_mb(os.getpid()) - baseline, 1)
     return out
 
 
 def _ids(n: int) -> list[str]:
-    from ingest.store import chunk_id
-
-    ids = []
-    for first in range(0, n, DOC_CHUNKS):
-        source = f"corpus/doc{first // DOC_CHUNKS:06d}.md"
-        sha = hashlib.sha256(source.encode()).hexdigest()
-        ids.extend(chunk_id(source, sha, None, i) for i in range(first, min(first + DOC_CHUNKS, n)))
-    return ids
+    """Every chunk id of an n-chunk build, in the order the vectors were generated."""
+    return [i for first in range(0, n, DOC_CHUNKS) for i in _document(range(first, min(first + DOC_CHUNKS, n)))[2]]
 
 
 def _du_mb(path: Path) -> float:

@@ -232,15 +232,22 @@ def _mark(folder: str) -> str:
     return mark
 
 
-def make_client(settings: Settings, create: bool = False):  # noqa: ANN201 - chromadb's client type
-    """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off. `create`
-    (writers): a server's database is created in its tenant if missing."""
-    return _open_client(settings, create)[0]
+def make_client(settings: Settings):  # noqa: ANN201 - chromadb's client type
+    """Embedded PersistentClient at --chroma-path, or HttpClient for --chroma-url. Telemetry off."""
+    return _open_client(settings)[0]
+
+
+def _tenant_database(settings: Settings) -> tuple[str, str]:
+    """A server's tenant and database: the ones set, else Chroma's defaults."""
+    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT
+
+    return settings.chroma_tenant or DEFAULT_TENANT, settings.chroma_database or DEFAULT_DATABASE
 
 
 def _open_client(settings: Settings, create: bool = False) -> tuple[Any, StoreView | None]:
+    """The client and, embedded, its view. `create` (writers): a server's database is created in its tenant
+    if missing."""
     import chromadb
-    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
@@ -251,15 +258,10 @@ def _open_client(settings: Settings, create: bool = False) -> tuple[Any, StoreVi
                 raise StoreError(f"--chroma-url {settings.chroma_url!r} is not a URL like http://host:8000")
             server = {"host": url.hostname, "port": url.port or (443 if url.scheme == "https" else 8000),
                       "ssl": url.scheme == "https", "headers": _token_headers(settings)}
-            tenant = settings.chroma_tenant or DEFAULT_TENANT
-            database = settings.chroma_database or DEFAULT_DATABASE
-            try:
-                if create:
-                    _ensure_database(server, tenant, database, chroma_settings)
-                client = chromadb.HttpClient(tenant=tenant, database=database, settings=chroma_settings, **server)
-            except Exception as exc:
-                raise _missing(settings, tenant, database, exc) or exc
-            return client, None
+            tenant, database = _tenant_database(settings)
+            if create:
+                _ensure_database(server, tenant, database, chroma_settings)
+            return chromadb.HttpClient(tenant=tenant, database=database, settings=chroma_settings, **server), None
         Path(settings.chroma_path).mkdir(parents=True, exist_ok=True)
         return StoreView.client(str(settings.chroma_path), chroma_settings)
     except StoreError:
@@ -288,18 +290,6 @@ def _ensure_database(server: dict[str, Any], tenant: str, database: str, chroma_
                 raise
 
 
-def _missing(settings: Settings, tenant: str, database: str, exc: Exception) -> StoreError | None:
-    """A missing tenant or database, said with what to do about it."""
-    text = str(exc)
-    if re.search(r"Tenant \[.*\] not found", text):
-        return StoreError(f"the Chroma server at {settings.chroma_url} has no tenant {tenant!r}: create it on "
-                          "the server (Chroma's AdminClient.create_tenant), or check --chroma-tenant")
-    if re.search(r"Database \[.*\] not found", text):
-        return StoreError(f"the Chroma server at {settings.chroma_url} has no database {database!r} in tenant "
-                          f"{tenant!r}: kb ingest creates it; check --chroma-database")
-    return None
-
-
 def _token_headers(settings: Settings) -> dict[str, str] | None:
     """The Chroma token as the header the proxy in front of the server checks."""
     if not settings.chroma_token:
@@ -311,11 +301,19 @@ def _token_headers(settings: Settings) -> dict[str, str] | None:
 
 
 def _store_error(settings: Settings, exc: Exception) -> StoreError:
-    """A refused token becomes what to do about it; the token itself never appears in the message."""
+    """A refused token, or a missing tenant or database, becomes what to do about it; the token itself never
+    appears in the message."""
     where = settings.chroma_url or settings.chroma_path
     text = str(exc)
     if settings.chroma_token:
         text = text.replace(settings.chroma_token.get_secret_value(), "***")
+    if settings.chroma_url and re.search(r"Tenant \[.*\] not found", text):
+        return StoreError(f"the Chroma server at {where} has no tenant {_tenant_database(settings)[0]!r}: create "
+                          "it on the server (Chroma's AdminClient.create_tenant), or check --chroma-tenant")
+    if settings.chroma_url and re.search(r"Database \[.*\] not found", text):
+        tenant, database = _tenant_database(settings)
+        return StoreError(f"the Chroma server at {where} has no database {database!r} in tenant {tenant!r}: "
+                          "kb ingest creates it; check --chroma-database")
     if settings.chroma_url and re.search(r"\b(401|403)\b|unauthori[sz]ed|forbidden", text, re.IGNORECASE):
         given = "the token given was refused" if settings.chroma_token else "no token is set"
         return StoreError(
@@ -713,7 +711,7 @@ def lexical_dir(settings: Settings) -> Path:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
         folder = base / "kb" / "lexical" / re.sub(r"[^\w.-]+", "_", f"{url.hostname}_{url.port or ''}{url.path}").strip("_")
         if settings.chroma_tenant or settings.chroma_database:  # same collection names, other collections
-            folder = folder / (settings.chroma_tenant or "default_tenant") / (settings.chroma_database or "default_database")
+            folder = folder.joinpath(*_tenant_database(settings))
         return folder
     return Path(settings.chroma_path) / "kb-lexical"
 

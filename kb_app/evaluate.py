@@ -326,16 +326,16 @@ def search_latency(searcher: Searcher, queries: Sequence[str], k: int = 10) -> d
         return {}
     responses = searcher.search_many(list(queries), k=k)
     search = sorted((r.seconds - r.timings.get("embed", 0.0)) * 1000 for r in responses)
-    out = {"p50": _percentile(search, 50), "p95": _percentile(search, 95),
+    out = {"p50": percentile(search, 50), "p95": percentile(search, 95),
            "embed_share": _mean(r.timings.get("embed", 0.0) * 1000 for r in responses)}
     for stage in ("dense", "lexical", "fuse", "rerank"):
         values = sorted(r.timings[stage] * 1000 for r in responses if stage in r.timings)
         if values:
-            out[stage] = _percentile(values, 50)
+            out[stage] = percentile(values, 50)
     return {name: round(value, 2) for name, value in out.items()} | {"queries": len(responses)}
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
+def percentile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return float(ordered[index])
