@@ -11,7 +11,7 @@ import pytest
 from bench.run import SimulatedServer, run_bench
 from bench.simserver import PROFILES, Simulator
 from ingest.tokens import qwen3_counter
-from tests.conftest import DATA
+from tests.conftest import DATA, ROOT
 
 
 def test_capacity_matches_the_calibration():
@@ -173,3 +173,13 @@ def test_scale_bench_measures_both_stores_and_its_build_resumes(tmp_path):
     # The collection is left at kb's ef_search, and the tables name every row.
     assert store.client.get_collection("scale").configuration_json["hnsw"]["ef_search"] == DEFAULT_EF
     assert table(rows).count("| 8,000 | 64 |") == 2 + 2
+
+
+def test_readme_scale_tables_are_the_recorded_results():
+    """README's scale tables are what `bench.scale --report bench/results/scale-*.json` prints, every row."""
+    from bench.scale import table
+
+    results = sorted((ROOT / "bench" / "results").glob("scale-*.json"))
+    rows = [row for path in results for row in json.loads(path.read_text())]
+    assert {(r["n"], r["dim"]) for r in rows} == {(n, d) for n in (10_000, 100_000, 1_000_000) for d in (1024, 2560)}
+    assert table(rows) in (ROOT / "README.md").read_text()
