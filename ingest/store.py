@@ -817,8 +817,9 @@ def status(settings: Settings) -> list[dict[str, Any]]:
 
 def delete_documents(settings: Settings, sources: Sequence[str]) -> tuple[dict[str, int], list[str]]:
     """Remove the documents recorded under each of `sources` (a document's source, or a folder: every
-    document below it) from the collection `settings` names, with their chunks. How many chunks each
-    removed document had, and the sources that matched nothing."""
+    document below it) from the collection `settings` names, with their chunks. A relative path is also
+    tried resolved, as ingest recorded it (status and search show sources relative to the working folder).
+    How many chunks each removed document had, and the sources that matched nothing."""
     with write_lock(settings):
         kb = KnowledgeBase.open(settings)
         if not kb.exists():
@@ -827,8 +828,9 @@ def delete_documents(settings: Settings, sources: Sequence[str]) -> tuple[dict[s
         removed: dict[str, int] = {}
         unknown: list[str] = []
         for given in sources:
-            folder = given.rstrip("/") + "/"
-            matches = [s for s in sorted(recorded) if s == given or s.startswith(folder)]
+            names = {given, str(Path(given).expanduser().resolve())}
+            folders = tuple(name.rstrip("/") + "/" for name in names)
+            matches = [s for s in sorted(recorded) if s in names or s.startswith(folders)]
             if not matches:
                 unknown.append(given)
             for source in matches:

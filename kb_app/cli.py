@@ -375,7 +375,7 @@ def status_command(
 @app.command("delete")
 def delete_command(
     sources: Annotated[list[str], typer.Argument(
-        help="Documents as kb status and search name them (the path given at ingest), or folders: all below")],
+        help="Documents as kb status and search name them (relative or absolute paths), or folders: all below")],
     collection: Collection = None,
     chroma_path: ChromaPath = None,
     chroma_url: ChromaUrl = None,

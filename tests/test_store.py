@@ -320,6 +320,22 @@ def test_delete_documents_by_source_or_folder(tmp_path):
         delete_documents(settings.model_copy(update={"collection": "other"}), ["/docs/subway.txt"])
 
 
+def test_delete_documents_takes_paths_as_status_shows_them(tmp_path, monkeypatch):
+    """Ingest records resolved paths and the CLI shows them relative to the working folder: both delete."""
+    from ingest.store import delete_documents
+
+    settings = load_settings(chroma_path=tmp_path / "chroma", collection="relative")
+    kb = KnowledgeBase.open(settings)
+    kb.ensure(SPEC)
+    docs = (tmp_path / "docs").resolve()
+    for name in ["a.txt", "sub/b.txt", "sub/c.txt"]:
+        write(kb, str(docs / name), "v1", 2)
+    monkeypatch.chdir(tmp_path)
+    removed, unknown = delete_documents(settings, ["docs/a.txt", "./docs/sub", "docs/zz.txt"])
+    assert removed == {str(docs / "a.txt"): 2, str(docs / "sub/b.txt"): 2, str(docs / "sub/c.txt"): 2}
+    assert unknown == ["docs/zz.txt"] and KnowledgeBase.open(settings).count() == 0
+
+
 def test_new_collections_get_kbs_hnsw_settings_and_older_ones_its_ef_search(kb):
     from ingest.store import HNSW
 
