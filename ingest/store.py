@@ -824,13 +824,13 @@ def delete_documents(settings: Settings, sources: Sequence[str]) -> tuple[dict[s
         kb = KnowledgeBase.open(settings)
         if not kb.exists():
             raise StoreError(f"no collection {settings.collection!r} in {settings.chroma_url or settings.chroma_path}")
-        recorded = kb.documents()
+        recorded = sorted(kb.documents())
         removed: dict[str, int] = {}
         unknown: list[str] = []
         for given in sources:
             names = {given, str(Path(given).expanduser().resolve())}
             folders = tuple(name.rstrip("/") + "/" for name in names)
-            matches = [s for s in sorted(recorded) if s in names or s.startswith(folders)]
+            matches = [s for s in recorded if s in names or s.startswith(folders)]
             if not matches:
                 unknown.append(given)
             for source in matches:

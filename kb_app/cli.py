@@ -227,7 +227,8 @@ def ingest_command(
     try:
         settings = _settings(
             collection=collection, endpoint=endpoint, model=model, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
-            chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, include=include, exclude=exclude,
+            chroma_path=chroma_path, chroma_url=chroma_url,
+            chroma_tenant=chroma_tenant, chroma_database=chroma_database, include=include, exclude=exclude,
             instruction=instruction, query_task=query_task, dimensions=dimensions, tokenizer=tokenizer,
             batch_inputs=batch_inputs, batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight,
             workers=workers, lock_wait=lock_wait, shard=shard, config=config,
@@ -268,10 +269,12 @@ def reembed_command(
 ) -> None:
     """Re-embed a collection's documents with another model into a new collection (the old one is kept)."""
     try:
-        base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
+        base = _settings(collection=collection, chroma_path=chroma_path, chroma_url=chroma_url,
+                         chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         target = _settings(collection=to, endpoint=endpoint, model=model, dimensions=dimensions, tokenizer=tokenizer,
                            instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap, headings=headings,
-                           chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
+                           chroma_path=chroma_path, chroma_url=chroma_url,
+                           chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         with RichProgress(err) as progress:
             report = reembed(base, target, progress=progress, pdf_password=pdf_password)
     except KbError as exc:
@@ -310,9 +313,9 @@ def search_command(
 
     try:
         settings = _settings(
-            collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
-            chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config, search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint,
-            rerank_model=rerank_model, rerank_api=rerank_api,
+            collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path, chroma_url=chroma_url,
+            chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config, search_mode=mode,
+            rerank=rerank, rerank_endpoint=rerank_endpoint, rerank_model=rerank_model, rerank_api=rerank_api,
         )
         started = time.perf_counter()
         response = Searcher(settings).search(query, k, parse_where(where))
@@ -350,7 +353,8 @@ def status_command(
 ) -> None:
     """Knowledge bases in the store: documents, chunks, model, dimension, chunking."""
     try:
-        settings = _settings(chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
+        settings = _settings(chroma_path=chroma_path, chroma_url=chroma_url,
+                             chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
         rows = status(settings)
     except KbError as exc:
         _fail(str(exc))
@@ -598,7 +602,8 @@ def eval_command(
         settings = _settings(
             collection=collection or f"eval-{evalset.name}", endpoint=endpoint, model=model,
             chunk_tokens=chunk_tokens, overlap=overlap, headings=headings, instruction=instruction, query_task=query_task,
-            dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config,
+            dimensions=dimensions, tokenizer=tokenizer, chroma_path=chroma_path, chroma_url=chroma_url,
+            chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config,
             search_mode=mode, rerank=rerank, rerank_endpoint=rerank_endpoint, rerank_model=rerank_model,
             rerank_api=rerank_api,
         )
@@ -671,7 +676,8 @@ def ui_command(
 
     try:
         settings = _settings(collection=collection, endpoint=endpoint, model=model, chroma_path=chroma_path,
-                             chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database, config=config)
+                             chroma_url=chroma_url, chroma_tenant=chroma_tenant, chroma_database=chroma_database,
+                             config=config)
     except KbError as exc:
         _fail(str(exc))
         return
