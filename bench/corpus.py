@@ -6,17 +6,16 @@ packages with `apt-get download`, unpacks them with `dpkg-deb -x` into a cache o
 It is idempotent: an unpacked package is kept (with the version it came from) and reused.
 
     python -m bench.corpus docs          # prints the folders, one a line
-    kb bench --corpus docs --compare     # the same, fetched on demand
+    python -m bench.run --corpus docs --compare     # the same, fetched on demand
 
-Corpora (sizes measured on Debian 12 with kb's defaults, Qwen3 tokenizer, 512-token chunks):
+Corpora (their sizes: docs/benchmarks.md; `python -m bench.corpus NAME --describe` counts them):
 
 - `docs`: the HTML manuals of Python 3.11 (with the reST sources Sphinx ships beside them as .txt),
-  PostgreSQL 15 and git (HTML + AsciiDoc .txt): ~2,700 files, ~98 MB, ~25,000 chunks, ~10M tokens.
-- `python-library`: the 317 HTML pages of the Python 3.11 `library/` folder (4,044 chunks, 1.66M tokens).
-- `pdf`: the R manuals (r-doc-pdf) and the LaTeX package manuals of texlive-latex-recommended-doc:
-  164 PDFs, ~11,600 pages.
-- `large`: the package manuals of texlive-latex-extra-doc and texlive-pstricks-doc, for memory: 3,890 files
-  (3,161 PDFs, the rest Markdown, text and HTML), 1.03 GB.
+  PostgreSQL 15 and git (HTML + AsciiDoc .txt).
+- `python-library`: the HTML pages of the Python 3.11 `library/` folder.
+- `pdf`: the R manuals (r-doc-pdf) and the LaTeX package manuals of texlive-latex-recommended-doc.
+- `large`: the package manuals of texlive-latex-extra-doc and texlive-pstricks-doc (mostly PDFs, the rest
+  Markdown, text and HTML), for memory.
 """
 
 from __future__ import annotations
@@ -138,7 +137,7 @@ def versions(name: str, cache: Path | None = None) -> dict[str, str]:
 
 def describe(paths: list[Path]) -> dict:
     """Files kb would take from `paths` (kb's own discovery), and their size."""
-    from ingest.loaders import discover
+    from ingest.discover import discover
 
     files, _ = discover(paths)
     by_type: dict[str, int] = {}
@@ -150,7 +149,8 @@ def describe(paths: list[Path]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bench.corpus", description="Fetch a benchmark corpus; print its folders.")
+    parser = argparse.ArgumentParser(prog="python -m bench.corpus",
+                                     description="Fetch a benchmark corpus; print its folders.")
     parser.add_argument("name", choices=sorted(CORPORA))
     parser.add_argument("--describe", action="store_true", help="also count files and bytes (on stderr)")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
-from bench.run import SimulatedServer
+from bench.servers import SimulatedServer
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
 
@@ -90,7 +90,8 @@ def print_rows(rows: list[dict]) -> None:
     cpu_table = Table("endpoints", *STAGES, title="Client CPU ms per 1,000 tokens")
     for row in rows:
         table.add_row(
-            str(row["endpoints"]), f"{row['tokens_per_s']:,}", f"{row['scaling']:.2f}x", f"{row['share_of_capacity']:.1%}",
+            str(row["endpoints"]), f"{row['tokens_per_s']:,}", f"{row['scaling']:.2f}x",
+            f"{row['share_of_capacity']:.1%}",
             " / ".join(f"{t:,}" for t in row["tokens_per_endpoint"]),
             " / ".join(str(limit.get("peak", "-")) for limit in row["in_flight"]),
             f"{row['client_cores_busy']:.2f}",

@@ -37,7 +37,8 @@ from kb_app.evaluate import in_language
 
 OUT = Path.home() / ".cache" / "kb" / "eval-sets"
 PAIRS = ("zh-CN:en-US", "en-US:zh-CN", "ja-JP:en-US", "de-DE:en-US", "en-US:en-US")
-_NUMBERING = re.compile(r"^\s*(?:第\s*[\d.]+\s*[章节]|(?:Chapter|Kapitel|Appendix|Anhang)\s+[\w.]+\.?|[A-Z]?[\d.]+\.?)\s*")
+_NUMBERING = re.compile(
+    r"^\s*(?:第\s*[\d.]+\s*[章节]|(?:Chapter|Kapitel|Appendix|Anhang)\s+[\w.]+\.?|[A-Z]?[\d.]+\.?)\s*")
 
 
 @dataclass
@@ -69,7 +70,8 @@ def sections(folder: Path) -> dict[str, Section]:
             if not section_id or section_id in found:
                 continue
             title = _NUMBERING.sub("", _clean(heading[0].text_content()), count=1).strip()
-            own = [child for child in section if not (child.tag == "div" and child.get("class") in ("section", "titlepage"))]
+            own = [child for child in section
+                   if not (child.tag == "div" and child.get("class") in ("section", "titlepage"))]
             paragraphs = [_clean(p.text_content()) for child in own for p in
                           ([child] if child.get("class") == "para" else child.xpath('.//div[@class="para"]'))]
             text = "\n\n".join(_clean(child.text_content()) for child in own if _clean(child.text_content()))
@@ -130,7 +132,8 @@ def main() -> None:
     pages = guide.root / "usr" / "share" / "doc" / "installation-guide-amd64"
     print(f"installation-guide-amd64 {guide.version}, parallel documents:")
     for query_language, corpus_language in (("zh_CN", "en"), ("en", "zh_CN"), ("ja", "en"), ("de", "en")):
-        print(f"  kb eval {pages / query_language} --targets {pages / corpus_language} -c ig-{query_language}-{corpus_language}")
+        print(f"  kb eval {pages / query_language} --targets {pages / corpus_language} "
+              f"-c ig-{query_language}-{corpus_language}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.run import SimulatedServer
+from bench.servers import SimulatedServer
 from bench.simserver import WORDLLAMA
 from ingest.settings import load_settings
 from kb_app.evaluate import compare, load_beir
@@ -46,7 +46,7 @@ def run(set_path: Path, dimensions: list[int], work: Path, speed: float, heading
                              headings=headings)
         runs = compare(evalset, base, [{"dimensions": str(d)} for d in dimensions[1:]], work)
     rows = []
-    for (label, report), dim in zip(runs, dimensions):
+    for (_, report), dim in zip(runs, dimensions):
         size = collection_bytes(store, report.collection)
         rows.append({"dimensions": dim, "collection": report.collection, **{
             k: report.scores[k] for k in ("ndcg@10", "recall@10", "recall@100", "mrr@10")},

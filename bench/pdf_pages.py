@@ -1,4 +1,4 @@
-"""Pages per second parsing real PDFs through kb's own loader (`ingest.loaders.load`: pypdf text per page,
+"""Pages per second parsing real PDFs through kb's own loader (`ingest.formats.load`: pypdf text per page,
 plus the language of each page), with 1 and 2 worker processes.
 
 Files are handed out in discovery order, one at a time, to a pool of spawned processes (as kb's pipeline
@@ -6,7 +6,7 @@ does); the wall time runs from the pool's first task to its last result, the poo
 
     python -m bench.pdf_pages                  # the `pdf` corpus of bench.corpus, 1 and 2 processes
     python -m bench.pdf_pages PATH... --workers 1,2 --json
-    kb bench --corpus pdf --pdf-pages
+    python -m bench.run --corpus pdf --pdf-pages
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class PagesRun:
 
 def parse_one(path: str) -> FilePages:
     from ingest.errors import LoadError
-    from ingest.loaders import load
+    from ingest.formats import load
 
     started = time.perf_counter()
     size = os.path.getsize(path)
@@ -56,7 +56,8 @@ def parse_one(path: str) -> FilePages:
     except LoadError as exc:
         return FilePages(path, size, 0, 0, round(time.perf_counter() - started, 3), failed=exc.reason)
     except Exception as exc:  # a parser crash is a finding, not the end of the measurement
-        return FilePages(path, size, 0, 0, round(time.perf_counter() - started, 3), failed=f"{type(exc).__name__}: {exc}")
+        return FilePages(path, size, 0, 0, round(time.perf_counter() - started, 3),
+                         failed=f"{type(exc).__name__}: {exc}")
     return FilePages(path, size, loaded.pages or 0, len(loaded.documents), round(time.perf_counter() - started, 3),
                      warnings=loaded.warnings)
 
@@ -64,7 +65,7 @@ def parse_one(path: str) -> FilePages:
 def _warm() -> None:
     import logging
 
-    import ingest.loaders  # noqa: F401
+    import ingest.formats  # noqa: F401
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # "Multiple definitions in dictionary ...", per object
     import pycld2  # noqa: F401
@@ -72,7 +73,7 @@ def _warm() -> None:
 
 
 def pdf_files(paths: Sequence[str | Path]) -> list[Path]:
-    from ingest.loaders import discover
+    from ingest.discover import discover
 
     files, _ = discover(paths, include=["*.pdf"])
     return files
@@ -125,7 +126,8 @@ def print_runs(runs: list[PagesRun]) -> None:
     table = Table("processes", "files (failed)", "pages (with text)", "MB", "wall", "pages/s")
     for run in runs:
         table.add_row(str(run.workers), f"{run.files} ({run.failed_files})", f"{run.pages:,} ({run.text_pages:,})",
-                      f"{sum(d.bytes for d in run.files_detail) / 1e6:.1f}", f"{run.seconds:.1f} s", f"{run.pages_per_s:.1f}")
+                      f"{sum(d.bytes for d in run.files_detail) / 1e6:.1f}", f"{run.seconds:.1f} s",
+                      f"{run.pages_per_s:.1f}")
     console = Console()
     console.print(table)
     for detail in runs[0].files_detail if runs else []:

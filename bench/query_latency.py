@@ -13,7 +13,8 @@ import time
 from ingest.settings import load_settings
 from kb_app.search import Searcher
 
-QUERIES = ["What do giant pandas eat?", "火山是怎么形成的？", "How do bees tell direction?", "咖啡的水温", "sourdough hydration"]
+QUERIES = ["What do giant pandas eat?", "火山是怎么形成的？", "How do bees tell direction?", "咖啡的水温",
+           "sourdough hydration"]
 
 
 async def measure(searcher: Searcher, repeat: int) -> tuple[float, list[float]]:

@@ -1,269 +1,193 @@
-"""`kb bench`: ingest a corpus through kb's real pipeline and report throughput against the server's capacity.
+"""Ingest a corpus through kb's real pipeline against a simulated GPU server and report throughput against
+the server's capacity; or one of the other benchmarks of kb (the peer comparison, endpoint counts side by side,
+PDF pages/s), on given paths or a Debian corpus.
 
-With no endpoint, a simulated SGLang-like server (bench.simserver) runs in its own process, as a real
-server would, and reports how many tokens its simulated GPU processed; the share of capacity is
-end to end: tokens / (the whole ingest's wall time x capacity), parsing and Chroma writes included.
-With --endpoint it measures a real server (client-side figures only).
+The simulated SGLang-like server (bench.simserver) runs in its own process, as a real server would, and
+reports how many tokens its simulated GPU processed; the share of capacity is end to end: tokens / (the
+whole ingest's wall time x capacity), parsing and Chroma writes included. A real server is measured by
+`kb bench --endpoint URL --model NAME` (kb_app.benchmark, which this builds on).
+
+    python -m bench.run PATHS [--corpus docs] [--compare [--repeat 3] | --pdf-pages | --simulated-endpoints 1,4]
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
+import json
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Self, Sequence
+from typing import Annotated, Optional, Sequence
 
-import httpx
+import typer
 
-from ingest.pipeline import Progress, ingest
-from ingest.settings import load_settings
+from bench.baselines import BenchmarkInvalid
+from bench.corpus import CorpusError
+from bench.servers import SimulatedServer
+from ingest.errors import ConfigError, KbError
+from ingest.report import Progress
+from kb_app.benchmark import BenchResult, run_bench
+from kb_app.cli import run_cli
+from kb_app.cli.benchmarking import show
+from kb_app.cli.options import AsJson, BatchInputs, BatchTokens, MaxInFlight, Workers
+from kb_app.cli.output import err
+from kb_app.cli.progress import RichProgress
+from tests.rigs.servers import ChromaServer
 
-
-@dataclass
-class BenchResult:
-    files: int
-    failed: int
-    chunks: int
-    tokens: int
-    seconds: float
-    tokens_per_s: float
-    chunks_per_s: float
-    requests: int
-    retries: int
-    server: dict | None  # the simulator's own account, None for a real endpoint
-    share_of_capacity: float | None  # end to end
-    cpu_seconds_per_1000_tokens: dict[str, float]  # client CPU by stage
-    stage_wall_seconds: dict[str, float]
-    corpus_bytes: int = 0  # of the files kb took
-    peak_rss_mb: dict[str, float] | None = None  # kb's processes (see RssSampler)
-    failures: list[list[str]] = field(default_factory=list)  # [file, reason] for each file that failed
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+MODEL_SIZES = ("0.6b", "4b", "8b")
+CHROMA_APART = "Chroma server (not kb's)"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, seconds: float = 60, log: Path | None = None) -> None:
-    """Wait until a server we started answers `url`; fail early, with its log, if it exits."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = log.read_text()[-2000:] if log else ""
-            raise RuntimeError(f"server exited with {process.returncode}: {output}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not up after {seconds} s")
-
-
-class RssSampler:
-    """Peak resident memory of this process and its descendants, by role: the pipeline's own process, its
-    parsing workers (`kb-parse`, summed) and its store process (`kb-store`), sampled from /proc every
-    `interval` seconds. `exclude` leaves out processes that are not kb's (the simulated server). Sums
-    count shared pages once per process: they over-state, never under-state.
-    """
-
-    def __init__(self, exclude: set[int] | None = None, interval: float = 0.2,
-                 apart: dict[int, str] | None = None) -> None:
-        self.exclude, self.interval = exclude or set(), interval
-        self.apart = apart or {}  # other programs kb talks to, reported by name but not counted as kb's
-        self.peaks: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="kb-rss")
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def report(self) -> dict[str, float]:
-        """Peak MB by role, and of all kb's processes together."""
-        return {role: round(size / (1024 * 1024), 1) for role, size in self.peaks.items()}
-
-    def _run(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        me = os.getpid()
-        while True:
-            roles: dict[str, int] = {}
-            for pid in _descendants(me) - self.exclude - set(self.apart):
-                role = "pipeline process" if pid == me else _ROLES.get(_comm(pid), "helpers starting up")
-                roles[role] = roles.get(role, 0) + _rss_pages(pid) * page
-            roles["all kb processes"] = sum(roles.values())
-            for pid, name in self.apart.items():
-                roles[name] = _rss_pages(pid) * page
-            for role, size in roles.items():
-                self.peaks[role] = max(self.peaks.get(role, 0), size)
-            if self._stop.wait(self.interval):
-                return
-
-
-_ROLES = {"kb-parse": "parsing workers", "kb-store": "store process"}
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _descendants(root: int) -> set[int]:
-    """`root` and every process below it, from the parent ids in /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                    parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = {root}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _rss_pages(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as handle:
-            return int(handle.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0  # gone meanwhile
-
-
-class _ServerProcess:
-    """A server kb's benchmarks start as a child process, its output in a log file; stopped on exit."""
-
-    process: subprocess.Popen
-    _log: IO[str]
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SimulatedServer(_ServerProcess):
-    """bench.simserver in a child process, on a free loopback port."""
-
-    def __init__(self, model_size: str = "4b", dim: int | None = None, log: Path | None = None,
-                 speed: float = 1.0, port: int | None = None, extra: Sequence[str] = ()) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "bench.simserver", "--port", str(self.port), "--model-size", model_size,
-                   "--speed", str(speed), *extra]
-        if dim:
-            command += ["--dim", str(dim)]
-        self._log = open(log or Path(tempfile.mkdtemp()) / "simserver.log", "w")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_http(f"http://127.0.0.1:{self.port}/health", self.process, log=Path(self._log.name))
-        self.model = httpx.get(f"{self.url}/models", timeout=5).json()["data"][0]["id"]
-
-    def reset(self) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/reset", timeout=5)
-
-    def stats(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
-
-class ChromaServer(_ServerProcess):
-    """A real `chroma run` server with its own data folder, on a free loopback port."""
-
-    def __init__(self, path: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "w")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1",
-             "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_http(f"{self.url}/api/v2/heartbeat", self.process, log=log)
-        except BaseException:
-            self.close()
-            raise
-
-def run_bench(
+def run_simulated(
     paths: Sequence[str | Path],
     *,
-    endpoint: str | None = None,
-    model: str | None = None,
     model_size: str = "4b",
     dim: int | None = None,
+    speed: float = 1.0,
     progress: Progress | None = None,
     store_process: bool | None = None,
     chroma_server: bool = False,
     **flags: object,
 ) -> BenchResult:
-    """Ingest `paths` into a fresh temporary store and measure. `flags` are kb settings (batch_inputs, ...).
-    `chroma_server`: into a `chroma run` server started here (its memory reported apart from kb's)."""
+    """kb_app.benchmark.run_bench against a simulated server started here, with the server's own account of
+    the run. `flags` are kb settings (batch_inputs, ...). `chroma_server`: into a `chroma run` server started
+    here (its memory reported apart from kb's)."""
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch, contextlib.ExitStack() as running:
-        server = None
-        if not endpoint:
-            server = running.enter_context(SimulatedServer(model_size, dim, Path(scratch) / "simserver.log"))
-        chroma = None
+        log = Path(scratch) / "simserver.log"
+        server = running.enter_context(SimulatedServer(model_size, dim, log, speed=speed))
+        apart, chroma_url = {}, None
         if chroma_server:
             (Path(scratch) / "chroma-server").mkdir()
             chroma = running.enter_context(ChromaServer(Path(scratch) / "chroma-server", Path(scratch) / "chroma.log"))
-        url = endpoint or server.url  # type: ignore[union-attr]
-        served = model or (server.model if server else None)
-        # The chunks the baselines make (bench.baselines: 512 tokens, 64 overlap, no heading entries), unless
-        # asked otherwise: `--compare` measures the same work done three ways.
-        flags = {"chunk_tokens": 512, "overlap": 64, "headings": False} | {k: v for k, v in flags.items() if v is not None}
-        settings = load_settings(
-            endpoint=[url], model=served, collection="bench",
-            **({"chroma_url": chroma.url} if chroma else {"chroma_path": Path(scratch) / "chroma"}),
-            tokenizer=flags.pop("tokenizer", None) or ("qwen3" if server else None), **flags,
-        )
-        if server:
-            server.reset()
-        apart = {chroma.process.pid: "Chroma server (not kb's)"} if chroma else {}
-        with RssSampler(exclude={server.process.pid} if server else set(), apart=apart) as memory:
-            report = ingest(paths, settings, progress=progress, store_process=store_process)
-        stats = server.stats() if server else None
-    share = None
-    if stats:
-        share = round(stats["tokens"] / (report.seconds * stats["capacity_tokens_per_s"]), 4)
-    return BenchResult(
-        files=len(report.outcomes), failed=len(report.of("failed")), chunks=report.chunks, tokens=report.tokens,
-        seconds=round(report.seconds, 2), tokens_per_s=round(report.tokens / report.seconds) if report.seconds else 0,
-        chunks_per_s=round(report.chunks / report.seconds, 1) if report.seconds else 0,
-        requests=report.stats.requests, retries=report.stats.retries, server=stats, share_of_capacity=share,
-        cpu_seconds_per_1000_tokens=report.stages.per_thousand_tokens(report.tokens),
-        stage_wall_seconds={"parse+chunk": round(report.stages.prepare_wall, 2),
-                            "embed (summed over requests)": round(report.stages.embed_wall, 2),
-                            "store": round(report.stages.store_wall, 2)},
-        corpus_bytes=report.bytes, peak_rss_mb=memory.report(),
-        failures=[[outcome.source, outcome.reason or ""] for outcome in report.of("failed")],
-    )
+            apart, chroma_url = {chroma.process.pid: CHROMA_APART}, chroma.url
+        server.reset()
+        result = run_bench(paths, endpoint=server.url, model=server.model, progress=progress,
+                           store_process=store_process, chroma_url=chroma_url, exclude={server.process.pid},
+                           apart=apart, tokenizer=flags.pop("tokenizer", None) or "qwen3", **flags)
+        result.server = server.stats()
+    result.share_of_capacity = round(result.tokens / (result.seconds * result.server["capacity_tokens_per_s"]), 4)
+    return result
+
+
+def _compare(paths: list[Path], corpus: str | None, repeat: int, model_size: str, dim: int | None,
+             as_json: bool) -> None:
+    from bench.baselines import compare, print_run, show_comparison
+
+    with err.status("kb, langchain and recipe, one after another (each in its own process)"):
+        result = compare(paths, repeat=repeat, model_size=model_size, dim=dim, corpus_name=corpus, on_run=print_run)
+    show_comparison(result, as_json)
+
+
+def _endpoints(paths: list[Path], counts: list[int], model_size: str, speed: float, dim: int | None,
+               workers: int | None, as_json: bool) -> None:
+    from bench.endpoints import print_rows, run_endpoints
+
+    flags = {"workers": workers} if workers is not None else {}
+    with err.status(f"ingesting once per endpoint count: {', '.join(map(str, counts))}"):
+        rows = run_endpoints(paths, counts, model_size, speed, dim, **flags)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        print_rows(rows)
+    raise typer.Exit(1 if any(row["failed"] for row in rows) else 0)
+
+
+def _pdf_pages(paths: list[Path], workers: list[int], as_json: bool) -> None:
+    from bench.pdf_pages import measure, print_runs
+
+    runs = []
+    for count in workers:
+        with err.status(f"parsing the PDFs with {count} process{'es' if count > 1 else ''}"):
+            runs.append(measure(paths, count))
+        err.print(f"{count} process(es): {runs[-1].pages:,} pages in {runs[-1].seconds:.1f} s, "
+                  f"{runs[-1].pages_per_s:.1f} pages/s, {runs[-1].failed_files} files failed")
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+    else:
+        print_runs(runs)
+    raise typer.Exit(1 if any(r.failed_files for r in runs) else 0)
+
+
+def _endpoint_counts(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError("--simulated-endpoints takes counts like 1,4")
+    return counts
+
+
+def _corpus_paths(paths: list[Path] | None, corpus: str | None) -> list[Path]:
+    from bench.corpus import fetch
+
+    found = list(paths or [])
+    if corpus:
+        with err.status(f"fetching corpus {corpus} (apt-get download, once)"):
+            found += fetch(corpus)
+    if not found:
+        raise ConfigError("give corpus paths, or --corpus docs|python-library|pdf|large")
+    return found
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command(help=__doc__.split("\n\n")[0])
+def bench(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Corpus: files or folders")] = None,
+    corpus: Annotated[Optional[str], typer.Option(
+        help="A real corpus fetched from Debian's archive into ~/.cache/kb/bench: docs, python-library, pdf or large",
+    )] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="kb vs a LangChain pipeline and the deployment-guide recipe, same simulated server")] = False,
+    repeat: Annotated[int, typer.Option(help="With --compare: rounds, order rotated, medians reported", min=1)] = 1,
+    pdf_pages: Annotated[bool, typer.Option(
+        "--pdf-pages", help="Pages/s parsing the PDFs through kb's loader, with 1 and 2 processes (or --workers)",
+    )] = False,
+    simulated_endpoints: Annotated[Optional[str], typer.Option(
+        help="Compare endpoint counts side by side, e.g. 1,4: that many simulated servers, one run each")] = None,
+    speed: Annotated[float, typer.Option(help="Multiply each simulated GPU's speed (e.g. 0.25)", min=0.01)] = 1.0,
+    model_size: Annotated[str, typer.Option(help="Simulated Qwen3-Embedding size: 0.6b, 4b or 8b")] = "4b",
+    dim: Annotated[Optional[int], typer.Option(help="Simulated vector dimension (default: the model's)")] = None,
+    batch_inputs: BatchInputs = None,
+    batch_tokens: BatchTokens = None,
+    max_in_flight: MaxInFlight = None,
+    workers: Workers = None,
+    chroma_server: Annotated[bool, typer.Option(
+        "--chroma-server", help="Store into a `chroma run` server started for the run (its memory shown apart)",
+    )] = False,
+    as_json: AsJson = False,
+) -> None:
+    if model_size not in MODEL_SIZES:
+        raise ConfigError("--model-size must be 0.6b, 4b or 8b")
+    if sum(map(bool, (compare, pdf_pages, simulated_endpoints))) > 1:
+        raise ConfigError("--compare, --pdf-pages and --simulated-endpoints are separate benchmarks: pick one")
+    counts = _endpoint_counts(simulated_endpoints)
+    found = _corpus_paths(paths, corpus)
+    if pdf_pages:
+        _pdf_pages(found, [workers] if workers else [1, 2], as_json)
+    elif counts:
+        _endpoints(found, counts, model_size, speed, dim, workers, as_json)
+    elif compare:
+        if batch_inputs or batch_tokens or max_in_flight or workers is not None:
+            raise ConfigError("--compare runs every pipeline with its defaults against the simulated server")
+        _compare(found, corpus, repeat, model_size, dim, as_json)
+    else:
+        flags = {"batch_inputs": batch_inputs, "batch_tokens": batch_tokens, "max_in_flight": max_in_flight,
+                 "workers": workers}
+        with RichProgress(err) as progress:
+            result = run_simulated(found, model_size=model_size, dim=dim, speed=speed, progress=progress,
+                                   chroma_server=chroma_server, **flags)
+        show(result, as_json)
+
+
+def main() -> None:
+    run_cli(app, expected=(KbError, CorpusError, BenchmarkInvalid))
+
+
+if __name__ == "__main__":
+    main()

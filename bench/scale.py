@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.run import _rss_pages
-from ingest.store import HNSW
+from ingest.knowledge_base import HNSW
+from kb_app.benchmark import rss_bytes
 from kb_app.evaluate import percentile
 
 LATENT, TOPICS, DOC_CHUNKS, BATCH = 64, 1000, 50, 4000
@@ -109,7 +109,8 @@ def _settings(path: Path, **extra: Any):  # noqa: ANN202
 
 def build(path: Path, n: int, dim: int) -> dict[str, Any]:
     """The collection of n synthetic chunks at `path`, through kb's KnowledgeBase (BM25 index off)."""
-    from ingest.store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, now
+    from ingest.knowledge_base import DocumentWrite, KnowledgeBase
+    from ingest.records import CollectionSpec, DocumentRecord, now
 
     marker = path / "kb-scale.json"
     if marker.exists():
@@ -154,7 +155,7 @@ def build(path: Path, n: int, dim: int) -> dict[str, Any]:
 
 def _document(rows: range) -> tuple[str, str, list[str]]:
     """The synthetic document holding chunks `rows` (DOC_CHUNKS to a document): source, sha256, chunk ids."""
-    from ingest.store import chunk_id
+    from ingest.records import chunk_id
 
     source = f"corpus/doc{rows[0] // DOC_CHUNKS:06d}.md"
     sha = hashlib.sha256(source.encode()).hexdigest()
@@ -162,7 +163,7 @@ def _document(rows: range) -> tuple[str, str, list[str]]:
 
 
 def _rss_mb(pid: int) -> float:
-    return _rss_pages(pid) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    return rss_bytes(pid) / (1024 * 1024)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -173,7 +174,7 @@ def _pct(values: list[float], q: float) -> float:
 def _set_ef(path: str, chroma_url: str | None, ef: int) -> int:
     """Record ef_search in the collection's configuration; the value it had. An index already in memory
     keeps the ef it was loaded with: only a process (or server) that loads it afterwards uses the new one."""
-    from ingest.store import KnowledgeBase
+    from ingest.knowledge_base import KnowledgeBase
 
     kb = KnowledgeBase.open(_settings(Path(path), chroma_url=chroma_url))
     collection = kb.client.get_collection(COLLECTION, embedding_function=None)
@@ -187,7 +188,7 @@ def _measure(path: str, n: int, chroma_url: str | None, sim_url: str, sim_model:
              exact: np.ndarray, repeat: int, with_embedding: bool) -> dict[str, Any]:
     """In a fresh process, so the embedded index is loaded with the ef_search just set, and its memory
     is this search's alone."""
-    from ingest.store import KnowledgeBase
+    from ingest.knowledge_base import KnowledgeBase
     from kb_app.search import Searcher
 
     baseline = _rss_mb(os.getpid())
@@ -237,7 +238,8 @@ def _du_mb(path: Path) -> float:
 
 def run(sizes: list[int], dims: list[int], stores: list[str], cache: Path, ef_list: list[int],
         queries_n: int, repeat: int, log=print) -> list[dict[str, Any]]:  # noqa: ANN001
-    from bench.run import ChromaServer, SimulatedServer
+    from bench.servers import SimulatedServer
+    from tests.rigs.servers import ChromaServer
 
     rows = []
     context = multiprocessing.get_context("spawn")
@@ -287,15 +289,16 @@ def run(sizes: list[int], dims: list[int], stores: list[str], cache: Path, ef_li
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """README's tables: each size, dimension and store at the ef_search its search with embedding was measured
-    at; then recall and latency by ef_search."""
+    """docs/benchmarks.md's tables: each size, dimension and store at the ef_search its search with embedding
+    was measured at; then recall and latency by ef_search."""
     lines = ["| chunks | dim | store | ef_search | first query | search p50 / p95 | with embedding p50 / p95 | "
              "recall@10 | memory | disk |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "with_embedding_p50_ms" in r:
             memory = r.get("server_rss_mb") or r["client_rss_mb"]
-            lines.append(f"| {r['n']:,} | {r['dim']} | {r['store']} | {r['ef_search']} | {r['first_query_ms'] / 1000:.1f} s"
-                         f" | {r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f} ms | {r['with_embedding_p50_ms']:.1f} / "
+            lines.append(f"| {r['n']:,} | {r['dim']} | {r['store']} | {r['ef_search']} | "
+                         f"{r['first_query_ms'] / 1000:.1f} s | {r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f} ms"
+                         f" | {r['with_embedding_p50_ms']:.1f} / "
                          f"{r['with_embedding_p95_ms']:.1f} ms | {r['recall@10']:.3f} | {memory / 1000:.2f} GB | "
                          f"{r['disk_mb'] / 1000:.2f} GB |")
     efs = sorted({r["ef_search"] for r in rows})
@@ -319,7 +322,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "kb" / "bench" / "scale")
     parser.add_argument("--json", type=Path, help="write the rows here")
-    parser.add_argument("--report", type=Path, nargs="+", help="print README's tables from earlier --json files")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="print docs/benchmarks.md's tables from earlier --json files")
     args = parser.parse_args()
     if args.report:
         print(table([row for path in args.report for row in json.loads(path.read_text())]))

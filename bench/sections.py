@@ -91,10 +91,12 @@ def main() -> None:
                     if len(ranked) == 100:
                         break
             relevant = evalset.qrels[query]
-            per_query.append((query, ndcg(ranked, relevant), recall(ranked, relevant, 10), reciprocal_rank(ranked, relevant)))
+            per_query.append((query, ndcg(ranked, relevant), recall(ranked, relevant, 10),
+                              reciprocal_rank(ranked, relevant)))
         mean = lambda values: sum(values) / len(values)  # noqa: E731
         by_kind = [mean([n for q, n, _, _ in per_query if q.startswith(kind + ":")]) for kind in kinds]
-        print(f"| {label} | {len(texts):,} | {mean([p[1] for p in per_query]):.3f} | {mean([p[2] for p in per_query]):.3f} | "
+        print(f"| {label} | {len(texts):,} | {mean([p[1] for p in per_query]):.3f} | "
+              f"{mean([p[2] for p in per_query]):.3f} | "
               f"{mean([p[3] for p in per_query]):.3f} | " + " | ".join(f"{v:.3f}" for v in by_kind)
               + f" |  ({time.perf_counter() - started:.0f} s)", flush=True)
 

@@ -2,8 +2,8 @@
 
 Continuous batching as SGLang and vLLM do it: requests queue up; each scheduler step takes up to
 `step_tokens` tokens from the head of the queue (a long request is prefilled over several steps) and
-lasts `c0 + c1 * tokens` seconds, calibrated to Qwen3-Embedding on one H200 (../shared/notes/serving.md:
-4B saturates near 50k tokens/s). A request is answered when its last token has been through a step.
+lasts `c0 + c1 * tokens` seconds, calibrated to Qwen3-Embedding on one H200 (the calibration and what it
+gives: docs/benchmarks.md). A request is answered when its last token has been through a step.
 
 Speaks `POST /v1/embeddings` (float or base64), SGLang's `POST /v1/tokenize`, `GET /v1/models`, and
 `GET /stats` with what it did, so a benchmark can report throughput as a share of the capacity;
@@ -19,7 +19,7 @@ With `--strict`, it answers where it matters to a client exactly as SGLang does
 - an input of `max_model_len` tokens or more: HTTP 400 "The input (N tokens) is longer than the model's
   context length (L tokens)." for the whole request (SGLang compares with `>=`: an input of exactly the
   context length is refused too).
-Without `--strict` (kb bench's default) it honours any `dimensions` and refuses inputs over the limit with
+Without `--strict` (bench.run's default) it honours any `dimensions` and refuses inputs over the limit with
 a message naming the maximum context length. Always as SGLang: the flat error body
 `{"object": "error", "message", "type", "param", "code"}`, HTTP 400 for an empty or whitespace-only input,
 and `POST /v1/tokenize` (or `/tokenize`) {prompt: str | [str], add_special_tokens} -> {tokens, count,
@@ -35,9 +35,9 @@ import asyncio
 import base64
 import hashlib
 import time
-from typing import Callable
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -75,7 +75,8 @@ class Simulator:
     def __init__(self, model_size: str = "4b", step_tokens: int = 16384, max_model_len: int = 32768,
                  dim: int | None = None, speed: float = 1.0, matryoshka: bool = False,
                  matryoshka_dimensions: list[int] | None = None, served_model_name: str | None = None,
-                 strict: bool = False, remember: int = 64, vectors: Callable[[list[str]], np.ndarray] | None = None) -> None:
+                 strict: bool = False, remember: int = 64,
+                 vectors: Callable[[list[str]], np.ndarray] | None = None) -> None:
         profile = PROFILES[model_size]
         self.model = served_model_name or profile["model"]
         self.strict = strict  # SGLang's own dimensions gate, over-length text and comparison
@@ -134,7 +135,8 @@ class Simulator:
             return self._vectors(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            seed = int.from_bytes(digest, "little")
             out[row] = np.random.default_rng(seed).standard_normal(self.dim, dtype=np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 

@@ -8,8 +8,7 @@ records its character offsets.
 
 With `headings` on, every heading also gets an entry of its own: the heading alone is embedded and stands
 for the chunk its section starts in. Embedded inside a chunk, a heading is a few tokens among hundreds
-and a query that names a section barely finds it (nDCG@10 0.57 on the handbook's section titles; 0.97
-with heading entries, README "Retrieval quality").
+and a query that names a section barely finds it; with heading entries it does (docs/ on retrieval quality).
 """
 
 from __future__ import annotations
@@ -19,12 +18,22 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from .errors import ConfigError
-from .tokens import TokenCounter
+from .instructions import Instruction
+from .settings import Settings
+from .tokens import TokenCounter, resolve_counter
+
+if TYPE_CHECKING:
+    from .embeddings import Embedder
+
+# A Chunker's defaults are the run's, written once in Settings.
+DEFAULT_CHUNK_TOKENS: int = Settings.model_fields["chunk_tokens"].default
+DEFAULT_OVERLAP: int = Settings.model_fields["overlap"].default
+DEFAULT_HEADINGS: bool = Settings.model_fields["headings"].default
 
 # Regex separators, coarsest first. Each match stays at the end of the piece before it, so
 # pieces concatenate back to the exact text.
@@ -43,7 +52,8 @@ SEPARATORS = [
 # Headings: ATX markdown (also what kb makes of HTML's h1-h6) and underlined (setext, reStructuredText)
 # titles, one line of at most 300 characters with a letter or digit in it.
 _ATX = re.compile(r"^ {0,3}#{1,6}[ \t]+([^\n]{1,300}?)[ \t#]*$", re.M)
-_UNDERLINED = re.compile(r"^([^\n]{1,300})\n(?:={3,}|-{3,}|~{3,}|\^{3,}|\*{3,}|\+{3,}|#{3,}|\"{3,}|'{3,}|`{3,})[ \t]*$", re.M)
+_UNDERLINED = re.compile(r"^([^\n]{1,300})\n(?:={3,}|-{3,}|~{3,}|\^{3,}|\*{3,}|\+{3,}|#{3,}|\"{3,}|'{3,}|`{3,})[ \t]*$",
+                         re.M)
 _WORDY = re.compile(r"[^\W_]")
 # File types whose text marks headings that way (plain text's "# " lines are as often comments).
 HEADED_TYPES = frozenset({"md", "rst", "html"})
@@ -101,10 +111,10 @@ class Chunker:
     def __init__(
         self,
         counter: TokenCounter,
-        chunk_tokens: int = 512,
-        overlap: int = 64,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        overlap: int = DEFAULT_OVERLAP,
         format_document: Callable[[str], str] = lambda text: text,
-        headings: bool = False,
+        headings: bool = DEFAULT_HEADINGS,
     ) -> None:
         self.counter = counter
         self.chunk_tokens = chunk_tokens
@@ -145,7 +155,7 @@ class Chunker:
     def split(self, text: str) -> list[Chunk]:
         """Chunks covering `text`. A huge text (a 50 MB log line, a minified page) is cut into segments of
         about `_SEGMENT_CHARS` at a paragraph, line or space first: the whole-text token encoding and the
-        splitter's pieces would otherwise take ~50x the text's size in memory."""
+        splitter's pieces would otherwise take many times the text's size in memory."""
         if len(text) <= _SEGMENT_CHARS:
             return self._split(text)
         chunks: list[Chunk] = []
@@ -336,3 +346,31 @@ class Chunker:
         while candidate < start and self.count(text[candidate:end]) > self.chunk_tokens:
             candidate += max(1, (start - candidate) // 4)
         return min(candidate, start)
+
+
+@dataclass(frozen=True)
+class ChunkerSpec:
+    """Everything needed to build a run's chunker, small enough to send to worker processes."""
+
+    tokenizer: str | None
+    model: str
+    endpoint: str | None
+    api_key: str | None
+    chunk_tokens: int
+    overlap: int
+    instruction: Instruction
+    headings: bool = DEFAULT_HEADINGS
+
+    @classmethod
+    def of(cls, settings: Settings, embedder: Embedder) -> ChunkerSpec:
+        """The run's chunking: Settings' bounds, within what the model takes."""
+        limit = min(settings.chunk_tokens, embedder.max_tokens or settings.chunk_tokens)
+        return cls(
+            settings.tokenizer, embedder.model, settings.endpoint[0] if settings.endpoint else None,
+            settings.api_key.get_secret_value() if settings.api_key else None,
+            limit, min(settings.overlap, limit // 4), embedder.instruction, settings.headings,
+        )
+
+    def build(self) -> Chunker:
+        counter = resolve_counter(self.tokenizer, self.model, self.endpoint, self.api_key)
+        return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document, self.headings)

@@ -31,6 +31,25 @@ class InputTooLongError(EmbeddingError):
     """The server refused one input as longer than its context: splitting the batch cannot help."""
 
 
+class BadAnswerError(EmbeddingError):
+    """An answer that does not fit the request (count, order, dimension, values): retried like a transient
+    fault, never stored."""
+
+
+class EndpointUnreachableError(EmbeddingError):
+    """Nothing answers at the server's URL (connection refused, unknown host): retrying cannot help, so kb
+    stops before reading any file. Carries the URLs so the message names them."""
+
+    def __init__(self, urls: list[str], reason: str) -> None:
+        super().__init__(f"nothing answers at {', '.join(urls)} ({reason}): is the server running there, "
+                         "and is the URL right?")
+        self.urls = urls
+        self.reason = reason
+
+    def __reduce__(self):  # noqa: ANN204 - raised in parsing workers too (the tokenizer probe)
+        return (type(self), (self.urls, self.reason))
+
+
 class StoreError(KbError):
     """The Chroma store refused an operation or is unreachable."""
 
@@ -41,3 +60,15 @@ class ModelMismatchError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another process is writing to the same embedded store, and waiting for it was not wanted or ran out."""
+
+
+class SearchError(KbError):
+    """A search cannot run as asked: an empty query, a bad k, or a collection with nothing in it."""
+
+
+class RerankError(KbError):
+    """The rerank endpoint failed for good (after retries), or answered something that is not a ranking."""
+
+
+class EvalError(KbError):
+    """A query set cannot be read or scored: a missing file, a malformed line, nothing to ask."""

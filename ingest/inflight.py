@@ -8,10 +8,10 @@ in flight only wait in its queue, which adds latency and client memory and starv
 library applies it to servers. The server's unloaded latency for a request of `t` tokens is estimated
 from the fastest answers seen, as a fixed part (the fastest answer of all) plus the lowest cost per
 token above it; with `limit` requests in flight answering at a smoothed `unloaded / latency` ratio `u`,
-`limit * (1 - u)` of them are queued at the server. The limit grows while fewer than ~3 are queued (the GPU may idle between steps)
-and shrinks while more than ~6 are (they only wait); both bounds grow with log10(limit), so an endpoint
-that is a load balancer in front of many GPUs gets many requests. Overload answers (429, 503, timeouts,
-dropped connections) halve the limit.
+`limit * (1 - u)` of them are queued at the server. The limit grows while fewer than ~3 are queued
+(the GPU may idle between steps) and shrinks while more than ~6 are (they only wait); both bounds grow
+with log10(limit), so an endpoint that is a load balancer in front of many GPUs gets many requests.
+Overload answers (429, 503, timeouts, dropped connections) halve the limit.
 
 `Gate` is the semaphore the pipeline takes before sending a request; its size follows the limits.
 """

@@ -40,10 +40,6 @@ class Instruction:
             return {"input_type": "query" if kind == "query" else "passage"}
         return None
 
-    @property
-    def label(self) -> str:
-        return f"qwen3 ({self.task})" if self.name == "qwen3" else self.name
-
 
 def resolve_instruction(choice: str, model: str, task: str = DEFAULT_QWEN3_TASK) -> Instruction:
     """Pick the profile: an explicit choice wins, `auto` goes by the model's name."""

@@ -19,13 +19,13 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .errors import StoreError
+from .language import CJK, character_pairs
+from .records import ChunkMetadata
 
-# Scripts written without spaces between words: Han (and its extensions), kana, Hangul, CJK compatibility.
-_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f"
-_RUN = re.compile(rf"([{_CJK}]+)|([^\W_{_CJK}]+)")
+_RUN = re.compile(rf"([{CJK}]+)|([^\W_{CJK}]+)")
 
 
 def terms(text: str) -> list[str]:
@@ -33,12 +33,7 @@ def terms(text: str) -> list[str]:
     (a lone CJK character stands as itself)."""
     out: list[str] = []
     for cjk, word in _RUN.findall(unicodedata.normalize("NFKC", text).casefold()):
-        if word:
-            out.append(word)
-        elif len(cjk) == 1:
-            out.append(cjk)
-        else:
-            out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
+        out.extend([word] if word else character_pairs(cjk))
     return out
 
 
@@ -176,6 +171,13 @@ class LexicalIndex:
                 raise StoreError(f"lexical search in {self.path} failed: {exc}") from None
         # FTS5's rank (bm25()) is negated so that ascending order is best first.
         return [LexicalHit(id_, -float(score)) for id_, score in rows]
+
+
+def lexical_entry(chunk_id: str, text: str, metadata: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    """A stored chunk as the index holds it: (id, source, text, language). A heading entry's text is its
+    heading (what was embedded for it; its stored text is its section's chunk, indexed already)."""
+    meta = ChunkMetadata.from_metadata(metadata)
+    return (chunk_id, meta.source, meta.heading or text, meta.language)
 
 
 def _delete(db: sqlite3.Connection, ids: list[str]) -> None:

@@ -51,7 +51,8 @@ def write_lock(settings: Settings, wait: float | None = None,
     except Timeout:
         holder = _holder(owner)
         if wait <= 0:
-            raise StoreBusyError(f"store {folder} is busy: {holder} is writing to it; try again when it is done") from None
+            raise StoreBusyError(
+                f"store {folder} is busy: {holder} is writing to it; try again when it is done") from None
         if waiting is not None:
             waiting(f"store {folder} is busy: waiting up to {wait:.0f} s for {holder} to finish")
         try:

@@ -11,146 +11,29 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .chunking import HEADED_TYPES, Chunk, Chunker
-from .embeddings import EmbedStats, Embedder, make_embedder
+from .backlog import Backlog, InFlight, Write
+from .chunking import ChunkerSpec
+from .client import lexical_dir
+from .discover import discover, sha256_of
+from .embeddings import Embedder, make_embedder
 from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
 from .inflight import Gate
-from .instructions import Instruction
+from .knowledge_base import DocumentWrite, KnowledgeBase
 from .lock import write_lock
-from .loaders import Document, LoadedFile, discover, load, sha256_of
-from .processes import give_back_memory, process_pool
+from .prepare import Workers, is_big, timed
+from .processes import give_back_memory
+from .records import ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
+from .report import FileOutcome, IngestReport, Progress, Silent, StageTimes
 from .settings import Settings
-from .store import CollectionSpec, DocumentRecord, DocumentWrite, KnowledgeBase, StoreProcess, chunk_id, lexical_dir, now
-from .tokens import resolve_counter
-
-Status = Literal["ingested", "unchanged", "failed", "pruned"]
-
-
-@dataclass
-class FileOutcome:
-    source: str
-    status: Status
-    chunks: int = 0
-    tokens: int = 0
-    reason: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StageTimes:
-    """Where the client's time went: wall and CPU seconds per stage.
-
-    Parse+chunk CPU is the working threads'; a store process's CPU is the whole process's, Chroma's
-    native threads (HNSW inserts) included. `embed_cpu` is the rest of this process's CPU: the event
-    loop, the HTTP client and vector decoding (and Chroma's native threads when the store is in this
-    process, which thread CPU clocks cannot tell apart).
-    """
-
-    prepare_wall: float = 0.0
-    prepare_cpu: float = 0.0
-    parse_cpu: float = 0.0  # the reading part of prepare_cpu; the rest is chunking and token counting
-    store_wall: float = 0.0
-    store_cpu: float = 0.0
-    embed_wall: float = 0.0  # summed over requests in flight: exceeds the run's wall time when they overlap
-    process_cpu: float = 0.0  # this process only
-    prepare_in_workers: bool = False  # parse+chunk CPU was spent in worker processes, not in process_cpu
-    store_in_process: bool = False  # the store's CPU was spent in a store process, not in process_cpu
-
-    @property
-    def embed_cpu(self) -> float:
-        local_prepare = 0.0 if self.prepare_in_workers else self.prepare_cpu
-        local_store = 0.0 if self.store_in_process else self.store_cpu
-        return max(0.0, self.process_cpu - local_prepare - local_store)
-
-    @property
-    def total_cpu(self) -> float:
-        return (self.process_cpu + (self.prepare_cpu if self.prepare_in_workers else 0.0)
-                + (self.store_cpu if self.store_in_process else 0.0))
-
-    def per_thousand_tokens(self, tokens: int) -> dict[str, float]:
-        """Client CPU seconds per 1,000 tokens, by stage: how many client cores a given GPU rate needs."""
-        if not tokens:
-            return {}
-        scale = 1000 / tokens
-        return {
-            "parse": round(self.parse_cpu * scale, 5),
-            "chunk+tokenise": round((self.prepare_cpu - self.parse_cpu) * scale, 5),
-            "embed client": round(self.embed_cpu * scale, 5),
-            "store": round(self.store_cpu * scale, 5),
-            "total": round(self.total_cpu * scale, 5),
-        }
-
+from .store_process import StoreProcess
 
 _WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
 _PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as its vectors come back
-
-
-@dataclass
-class _Write:
-    """Vectors back from the server, for the writer: chunks `indices` of one file, and with `final` the
-    file's last ones and its record."""
-
-    item: _InFlight
-    indices: list[int]
-    final: bool
-
-
-class _Backlog:
-    """Writes waiting for the writer, bounded in chunks: a store that falls behind holds the embedder
-    back instead of letting vectors pile up in memory. Counted in chunks, not files: one PDF can bring
-    thousands, and a file of more than `_PART_CHUNKS` comes in parts. Chunks count until they are
-    stored, so the write in progress is inside the bound too. Writes enter in the order they were
-    offered: a file's small last write never overtakes its bigger part still waiting for room."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.chunks = limit, 0
-        self.items: deque[_Write | None] = deque()
-        self.changed = asyncio.Condition()
-        self.offered = self.admitted = 0  # tickets: first come, first in
-
-    @staticmethod
-    def _size(item: _Write | None) -> int:
-        return len(item.indices) if item else 0  # None, the end mark, takes no room
-
-    async def put(self, item: _Write | None) -> None:
-        size = self._size(item)
-        ticket, self.offered = self.offered, self.offered + 1  # taken before the first await
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.admitted == ticket
-                                        and (self.chunks == 0 or self.chunks + size <= self.limit))
-            self.admitted += 1
-            self.chunks += size
-            self.items.append(item)
-            self.changed.notify_all()
-
-    async def take(self) -> list[_Write | None]:
-        """The oldest file, and those after it up to half the bound (files completed meanwhile share the
-        same Chroma calls, each costing ~20 ms of CPU whatever its size)."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.items)
-            taken, size = [self.items.popleft()], 0
-            while self.items and size + self._size(self.items[0]) <= self.limit // 2:
-                size += self._size(self.items[0])
-                taken.append(self.items.popleft())
-            return taken
-
-    async def stored(self, items: list[_Write]) -> None:
-        async with self.changed:
-            self.chunks -= sum(self._size(item) for item in items)
-            self.changed.notify_all()
-
-
-def _is_big(files: int, size: int) -> bool:
-    """Worth worker processes (each costs a second or two to start and load a tokenizer)."""
-    return files >= 32 or size >= 8 * 1024 * 1024
 
 
 def _size(path: Path) -> int:
@@ -158,155 +41,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0  # reported as unreadable when it is read
-
-
-def _timed(function, *args):  # noqa: ANN001, ANN202
-    """Run `function` (in a worker thread or process), returning its result with its wall and CPU seconds."""
-    wall, cpu = time.perf_counter(), time.thread_time()
-    result = function(*args)
-    return result, time.perf_counter() - wall, time.thread_time() - cpu
-
-
-@dataclass
-class IngestReport:
-    collection: str
-    model: str
-    outcomes: list[FileOutcome]
-    seconds: float
-    stats: EmbedStats
-    stages: StageTimes = field(default_factory=StageTimes)
-    bytes: int = 0  # size of the files read (the unchanged ones are not)
-    shard: str | None = None  # I/N when this run took one worker's share
-    other_shards: int = 0  # files found that belong to the other workers' shards
-
-    def of(self, status: Status) -> list[FileOutcome]:
-        return [o for o in self.outcomes if o.status == status]
-
-    @property
-    def chunks(self) -> int:
-        return sum(o.chunks for o in self.of("ingested"))
-
-    @property
-    def tokens(self) -> int:
-        return sum(o.tokens for o in self.of("ingested"))
-
-    @property
-    def ok(self) -> bool:
-        return not self.of("failed")
-
-    def to_dict(self) -> dict:
-        return {
-            "collection": self.collection,
-            "model": self.model,
-            "seconds": round(self.seconds, 3),
-            "ingested": len(self.of("ingested")),
-            "unchanged": len(self.of("unchanged")),
-            "failed": len(self.of("failed")),
-            "pruned": len(self.of("pruned")),
-            "shard": self.shard,
-            "other_shards": self.other_shards,
-            "chunks": self.chunks,
-            "tokens": self.tokens,
-            "bytes": self.bytes,
-            "requests": self.stats.requests,
-            "retries": self.stats.retries,
-            "in_flight": self.stats.in_flight,
-            "cpu_seconds_per_1000_tokens": self.stages.per_thousand_tokens(self.tokens),
-            "files": [o.__dict__ for o in self.outcomes],
-        }
-
-
-class Progress(Protocol):
-    """What the pipeline tells a progress display. Every method is optional to act on."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-    def planned(self, chunks: int, tokens: int) -> None: ...
-    def embedded(self, chunks: int, tokens: int) -> None: ...
-    def file_progress(self, source: str, done: int, total: int) -> None: ...
-    def file_done(self, outcome: FileOutcome, size: int) -> None: ...
-    def waiting(self, message: str) -> None: ...
-
-
-class _Silent:
-    def start(self, files: int, total_bytes: int) -> None: ...
-    def planned(self, chunks: int, tokens: int) -> None: ...
-    def embedded(self, chunks: int, tokens: int) -> None: ...
-    def file_progress(self, source: str, done: int, total: int) -> None: ...
-    def file_done(self, outcome: FileOutcome, size: int) -> None: ...
-    def waiting(self, message: str) -> None: ...
-
-
-@dataclass
-class _InFlight:
-    """A file whose chunks are being embedded."""
-
-    loaded: LoadedFile
-    pieces: list[tuple[Document, Chunk]]
-    vectors: list[np.ndarray | None]  # each dropped once written
-    remaining: int
-    failed: str | None = None
-    ready: list[int] = field(default_factory=list)  # back from the server, not yet handed to the writer
-    stored: list[str] = field(default_factory=list)  # ids of parts sent to the store (written, or maybe half)
-
-
-def prepare(
-    path: Path, sha256: str, chunker: Chunker, pdf_password: str | None = None
-) -> tuple[LoadedFile, list[tuple[Document, Chunk]], float]:
-    """Read and chunk one file (CPU-bound: runs in a worker); also returns the CPU seconds reading took."""
-    started = time.thread_time()
-    loaded = load(path, sha256=sha256, pdf_password=pdf_password)
-    parse_cpu = time.thread_time() - started
-    pieces = []
-    for doc in loaded.documents:
-        chunks = chunker.split(doc.text)
-        pieces += [(doc, chunk) for chunk in chunks]
-        if doc.file_type in HEADED_TYPES:
-            pieces += [(doc, entry) for entry in chunker.heading_entries(doc.text, chunks)]
-    return loaded, pieces, parse_cpu
-
-
-@dataclass(frozen=True)
-class ChunkerSpec:
-    """Everything needed to build the run's chunker, small enough to send to worker processes."""
-
-    tokenizer: str | None
-    model: str
-    endpoint: str | None
-    api_key: str | None
-    chunk_tokens: int
-    overlap: int
-    instruction: Instruction
-    headings: bool = True
-
-    @classmethod
-    def of(cls, settings: Settings, embedder: Embedder) -> ChunkerSpec:
-        limit = min(settings.chunk_tokens, embedder.max_tokens or settings.chunk_tokens)
-        return cls(
-            settings.tokenizer, embedder.model, settings.endpoint[0] if settings.endpoint else None,
-            settings.api_key.get_secret_value() if settings.api_key else None,
-            limit, min(settings.overlap, limit // 4), embedder.instruction, settings.headings,
-        )
-
-    def build(self) -> Chunker:
-        counter = resolve_counter(self.tokenizer, self.model, self.endpoint, self.api_key)
-        return Chunker(counter, self.chunk_tokens, self.overlap, self.instruction.document, self.headings)
-
-
-# A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
-_worker_chunker: Chunker | None = None
-
-
-def _init_worker(spec: ChunkerSpec) -> None:
-    global _worker_chunker
-    _worker_chunker = spec.build()
-
-
-def _prepare_in_worker(path: Path, sha256: str, pdf_password: str | None):  # noqa: ANN202
-    assert _worker_chunker is not None
-    try:
-        return _timed(prepare, path, sha256, _worker_chunker, pdf_password)
-    finally:
-        give_back_memory()
 
 
 def ingest(
@@ -343,7 +77,8 @@ def reembed(source: Settings, target: Settings, progress: Progress | None = None
     """
     if (source.collection, source.chroma_url, source.chroma_path) == (target.collection, target.chroma_url,
                                                                       target.chroma_path):
-        raise ConfigError("kb reembed needs a new collection name (--to): the old one is kept until the new one is done")
+        raise ConfigError("kb reembed needs a new collection name (--to): "
+                          "the old one is kept until the new one is done")
     old = KnowledgeBase.open(source)
     if not old.exists():
         raise ConfigError(f"no collection {source.collection!r} to re-embed")
@@ -368,7 +103,7 @@ async def ingest_async(
     store_process: bool | None = None,
 ) -> IngestReport:
     started, cpu_started = time.perf_counter(), time.process_time()
-    progress = progress or _Silent()
+    progress = progress or Silent()
     own_embedder = embedder is None
     embedder = embedder or make_embedder(settings)
     try:
@@ -399,17 +134,16 @@ class _Run:
         self.todo_bytes = 0
         self.shard = settings.shard_spec
         self.other_shards = 0
-        self.queue: asyncio.Queue[tuple[_InFlight, int] | None] = asyncio.Queue(
+        self.queue: asyncio.Queue[tuple[InFlight, int] | None] = asyncio.Queue(
             maxsize=max(256, settings.batch_inputs * embedder.concurrency * 2)
         )
-        self.writes = _Backlog(_WRITE_BACKLOG)
-        self.partial: dict[int, _InFlight] = {}  # files with parts sent to the store and no record yet
+        self.writes = Backlog(_WRITE_BACKLOG)
+        self.partial: dict[int, InFlight] = {}  # files with parts sent to the store and no record yet
         self.slots = Gate(embedder.in_flight_limit)
         self.ensured = False
         self.stages = StageTimes()
         self.group: asyncio.TaskGroup | None = None
-        self.pool: Executor | None = None
-        self.processes = 0
+        self.workers: Workers | None = None  # opened once the files to read are known
 
     def _finish(self, outcome: FileOutcome) -> None:
         self.outcomes.append(outcome)
@@ -428,7 +162,7 @@ class _Run:
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
         if store_process is None:
-            store_process = _is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
+            store_process = is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
         # Taken before the store is opened, so the records this run reads are the last writer's.
         with write_lock(self.settings, waiting=getattr(self.progress, "waiting", None)):
             self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings, create=True)
@@ -442,24 +176,17 @@ class _Run:
     async def _go(self, files: list[Path], prune: bool, force: bool) -> list[FileOutcome]:
         assert self.kb is not None
         embedder = self.embedder
-        await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions, embedder.instruction.name)
-        self.records = records = await asyncio.to_thread(self.kb.documents)
-        todo: list[tuple[Path, str]] = []
-        for path in files:
-            try:
-                self.sizes[str(path)] = path.stat().st_size
-                digest = await asyncio.to_thread(sha256_of, path)
-            except OSError as exc:
-                self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
-                continue
-            record = records.get(str(path))
-            if not force and record and record.sha256 == digest and record.chunking == self.chunker.signature:
-                self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
-            else:
-                todo.append((path, digest))
+        await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions,
+                                embedder.instruction.name)
+        # Before any file is read: a server that is not there is one message, not retries for every batch.
+        await embedder.probe()
+        self.records = await asyncio.to_thread(self.kb.documents)
+        todo = await self._todo(files, force)
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
-        self._open_pool(_is_big(len(todo), self.todo_bytes))
+        self.workers = Workers(self.settings, self.spec, self.chunker, is_big(len(todo), self.todo_bytes),
+                               self.pdf_password)
+        self.stages.prepare_in_workers = bool(self.workers.processes)
         try:
             if todo:
                 async with asyncio.TaskGroup() as group:
@@ -475,30 +202,35 @@ class _Run:
                 raise
             raise first from None
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
+            self.workers.close()
         if prune:
-            await self._prune(records, {str(p) for p in files})
+            await self._prune(self.records, {str(p) for p in files})
         try:  # a collection from before the lexical index, or a run killed between its two writes
             await asyncio.to_thread(self.kb.sync_lexical)
         except KbError as exc:
             self.outcomes.append(FileOutcome("(lexical index)", "failed", reason=str(exc)))
         return self.outcomes
 
-    def _open_pool(self, big: bool) -> None:
-        """Parsing and chunking are CPU-bound Python: worker processes for big runs (or when --workers says so),
-        one thread for small ones (starting a process costs more than a few files take)."""
-        wanted = self.settings.workers or min(os.cpu_count() or 1, 4)
-        if wanted > 1 and (self.settings.workers > 1 or big):
-            self.processes = wanted
-            self.pool = process_pool("kb-parse", wanted, _init_worker, (self.spec,))
-        else:
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare")
-        self.stages.prepare_in_workers = bool(self.processes)
+    async def _todo(self, files: list[Path], force: bool) -> list[tuple[Path, str]]:
+        """The files to read, with their hashes; the unchanged ones (same hash, same chunking) are reported."""
+        todo: list[tuple[Path, str]] = []
+        for path in files:
+            try:
+                self.sizes[str(path)] = path.stat().st_size
+                digest = await asyncio.to_thread(sha256_of, path)
+            except OSError as exc:
+                self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
+                continue
+            record = self.records.get(str(path))
+            if not force and record and record.sha256 == digest and record.chunking == self.chunker.signature:
+                self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
+            else:
+                todo.append((path, digest))
+        return todo
 
     async def _produce(self, todo: list[tuple[Path, str]]) -> None:
-        assert self.group is not None
-        ahead = asyncio.Semaphore(max(2, 2 * self.processes))  # files read ahead of the embedder
+        assert self.group is not None and self.workers is not None
+        ahead = asyncio.Semaphore(max(2, 2 * self.workers.processes))  # files read ahead of the embedder
         tasks = []
         for path, digest in todo:
             await ahead.acquire()
@@ -509,14 +241,10 @@ class _Run:
         await self.queue.put(None)
 
     async def _prepare(self, path: Path, digest: str, ahead: asyncio.Semaphore) -> None:
-        loop = asyncio.get_running_loop()
+        assert self.workers is not None
         try:
-            if self.processes:
-                job = loop.run_in_executor(self.pool, _prepare_in_worker, path, digest, self.pdf_password)
-            else:
-                job = loop.run_in_executor(self.pool, _timed, prepare, path, digest, self.chunker, self.pdf_password)
             try:
-                (loaded, pieces, parse_cpu), wall, cpu = await job
+                (loaded, pieces, parse_cpu), wall, cpu = await self.workers.prepare(path, digest)
             except LoadError as exc:
                 self._finish(FileOutcome(str(path), "failed", reason=exc.reason))
                 return
@@ -528,10 +256,10 @@ class _Run:
             self.stages.prepare_wall += wall
             self.stages.prepare_cpu += cpu
             self.stages.parse_cpu += parse_cpu
-            item = _InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
+            item = InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
             self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
             if not pieces:
-                await self.writes.put(_Write(item, [], final=True))
+                await self.writes.put(Write(item, [], final=True))
             for index in range(len(pieces)):
                 await self.queue.put((item, index))
         finally:
@@ -542,11 +270,11 @@ class _Run:
         max_inputs, max_tokens = self.settings.batch_inputs, self.settings.batch_tokens
         assert self.group is not None
         pending: set[asyncio.Task] = set()
-        carry: tuple[_InFlight, int] | None = None
+        carry: tuple[InFlight, int] | None = None
         done = False
         while not done:
             await self.slots.acquire()  # released by the request when it ends
-            batch: list[tuple[_InFlight, int]] = []
+            batch: list[tuple[InFlight, int]] = []
             tokens = 0
             while len(batch) < max_inputs:
                 if carry is not None:
@@ -580,7 +308,7 @@ class _Run:
             await asyncio.gather(*pending)
         await self.writes.put(None)
 
-    async def _embed(self, batch: list[tuple[_InFlight, int]], tokens: int) -> None:
+    async def _embed(self, batch: list[tuple[InFlight, int]], tokens: int) -> None:
         try:
             texts = [item.pieces[index][1].text for item, index in batch]
             requested = time.perf_counter()
@@ -600,7 +328,7 @@ class _Run:
                 self._fail([batch[position]], f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
                                               f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
             self.progress.embedded(len(batch) - len(too_long), tokens)
-            touched: dict[int, _InFlight] = {}
+            touched: dict[int, InFlight] = {}
             for (item, index), vector in zip(batch, vectors):
                 if item.failed or vector is None:
                     continue
@@ -611,16 +339,16 @@ class _Run:
             for item in touched.values():
                 if item.remaining == 0 and not item.ready:
                     continue  # another request's task handed the last vectors over meanwhile, and reports it
-                # A big file goes to the store in parts, so its vectors never pile up whole (a 50 MB text
-                # at 2,560-d would hold 250 MB); its record still goes last, with its last part.
+                # A big file goes to the store in parts, so its vectors never pile up whole (they can take
+                # several times the text's size); its record still goes last, with its last part.
                 if item.remaining == 0 or len(item.ready) >= _PART_CHUNKS:
                     ready, item.ready = item.ready, []
-                    await self.writes.put(_Write(item, ready, final=item.remaining == 0))
+                    await self.writes.put(Write(item, ready, final=item.remaining == 0))
                 self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
             await self.slots.release()
 
-    def _fail(self, batch: list[tuple[_InFlight, int]], reason: str) -> None:
+    def _fail(self, batch: list[tuple[InFlight, int]], reason: str) -> None:
         for item, _ in batch:
             if not item.failed:
                 item.failed = reason
@@ -645,7 +373,7 @@ class _Run:
                 await self._take_out(item)
             give_back_memory()  # the written vectors' pages, or this process keeps its peak for the run
 
-    async def _take_out(self, item: _InFlight) -> None:
+    async def _take_out(self, item: InFlight) -> None:
         """A file that failed after some of its parts were sent to the store: those chunks go (its
         earlier version's record and chunks, if any, stay: the parts never replaced them)."""
         assert self.kb is not None
@@ -680,13 +408,13 @@ class _Run:
         await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
         self.ensured = True
 
-    async def _store(self, items: list[_Write]) -> None:
+    async def _store(self, items: list[Write]) -> None:
         assert self.kb is not None
         # Built in order: a part's ids are in `stored` before a later write of its file is built, so that
         # file's last write keeps (and its record vouches for) every part, in this call or before.
         writes = [self._document_write(item) for item in items]
         try:
-            _, wall, cpu = await asyncio.to_thread(_timed, self.kb.write_documents, writes)
+            _, wall, cpu = await asyncio.to_thread(timed, self.kb.write_documents, writes)
         except StoreError as exc:
             if len(writes) == 1:
                 self._fail([(items[0].item, 0)], str(exc))
@@ -708,7 +436,7 @@ class _Run:
                 self._finish(FileOutcome(loaded.source, "ingested", write.record.chunks, write.record.tokens,
                                          warnings=loaded.warnings))
 
-    def _document_write(self, queued: _Write) -> DocumentWrite:
+    def _document_write(self, queued: Write) -> DocumentWrite:
         item = queued.item
         loaded = item.loaded
         ids, texts, metadatas = [], [], []
@@ -721,18 +449,12 @@ class _Run:
                 # document's entries follow its chunks in `pieces`, so that chunk is found by position).
                 shown = item.pieces[index - chunk.index + chunk.section][1]
             texts.append(shown.text)
-            metadata = {
-                "source": loaded.source, "name": os.path.basename(loaded.source), "title": loaded.title,
-                "file_type": loaded.file_type, "sha256": loaded.sha256, "chunk": chunk.index,
-                "start": shown.start, "end": shown.end, "tokens": chunk.tokens,
-            }
-            if chunk.section is not None:
-                metadata |= {"heading": chunk.text, "section": chunk.section}
-            if doc.page is not None:
-                metadata["page"] = doc.page
-            if doc.language:
-                metadata["language"] = doc.language
-            metadatas.append(metadata)
+            metadatas.append(ChunkMetadata(
+                source=loaded.source, name=os.path.basename(loaded.source), title=loaded.title,
+                file_type=loaded.file_type, sha256=loaded.sha256, chunk=chunk.index, start=shown.start,
+                end=shown.end, tokens=chunk.tokens, heading=chunk.text if chunk.section is not None else None,
+                section=chunk.section, page=doc.page, language=doc.language or None,
+            ).to_metadata())
         vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
                    else np.zeros((0, self.embedder.dimension or 1), np.float32))
         for index in queued.indices:

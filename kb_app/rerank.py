@@ -18,12 +18,13 @@ the texts instead.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import httpx
 
-from ingest.embeddings import _v1, backoff, body_message, retry_after
-from ingest.errors import ConfigError, KbError
+from ingest.errors import ConfigError, RerankError
+from ingest.http import auth_headers, describe, raise_for_transient, response_message, retry_policy, v1_url
 from ingest.settings import Settings
 
 QWEN3_PREFIX = (
@@ -32,10 +33,6 @@ QWEN3_PREFIX = (
 )
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-class RerankError(KbError):
-    """The rerank endpoint failed for good (after retries), or answered something that is not a ranking."""
 
 
 class Reranker:
@@ -49,14 +46,14 @@ class Reranker:
             raise ConfigError(f"rerank API {api!r} is not one of rerank, score")
         if template not in ("none", "qwen3"):
             raise ConfigError(f"rerank template {template!r} is not one of none, qwen3")
-        self.url = f"{_v1(endpoint.rstrip('/'))}/{api}"
+        self.url = f"{v1_url(endpoint)}/{api}"
         self.model = model
         self.api = api
         self.max_retries = max_retries
         self.qwen3 = template == "qwen3"
         self.task = task
         self._backoff = (backoff_base, backoff_cap)
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = auth_headers(api_key)
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
         self.requests = 0
@@ -74,46 +71,30 @@ class Reranker:
         """A relevance score for each document, in the order given (higher is more relevant)."""
         if not documents:
             return []
-        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+        from tenacity import AsyncRetrying
 
         body = self._body(query, documents)
-        attempts = 0
+        retrying = AsyncRetrying(**retry_policy(self.max_retries, *self._backoff, on_retry=self._retried))
         try:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(_Transient), wait=self._wait,
-                                               stop=stop_after_attempt(self.max_retries + 1), reraise=True):
-                with attempt:
-                    self.retries += bool(attempts)
-                    attempts += 1
-                    return self._scores(await self._post(body), len(documents))
-        except _Transient as fault:
-            raise RerankError(f"{self.url}: gave up after {attempts} attempts: {fault}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            answer = await retrying(self._post, body)
+        except (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError) as fault:  # what it retries
+            attempts = retrying.statistics["attempt_number"]
+            raise RerankError(f"{self.url}: gave up after {attempts} attempts: {describe(fault)}") from None
+        return self._scores(answer, len(documents))
 
-    def _wait(self, retry_state) -> float:  # noqa: ANN001 - tenacity's RetryCallState
-        """Exponential backoff with jitter, as the embedder's; a server's Retry-After is a floor."""
-        delay = backoff(retry_state.attempt_number - 1, *self._backoff)
-        fault = retry_state.outcome.exception() if retry_state.outcome else None
-        asked = getattr(fault, "retry_after", None)
-        return max(delay, min(asked, self._backoff[1])) if asked is not None else delay
+    def _retried(self) -> None:
+        self.retries += 1
 
-    async def _post(self, body: dict[str, Any]) -> Any:  # noqa: ANN401
+    async def _post(self, body: dict[str, Any]) -> Any:  # noqa: ANN401 - the server's JSON
+        """One request: transient faults raise for the retry policy, a refusal raises RerankError."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
         self.requests += 1
-        try:
-            response = await self._client.post(self.url, json=body)
-        except httpx.TimeoutException:
-            raise _Transient("timed out (raise --timeout)") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"connection failed ({exc or type(exc).__name__})") from None
-        if response.status_code in (408, 409, 425, 429) or response.status_code >= 500:
-            raise _Transient(f"HTTP {response.status_code}: {_message(response)}", retry_after(response.headers))
+        response = await self._client.post(self.url, json=body)
+        raise_for_transient(response)
         if response.status_code >= 400:
-            raise RerankError(f"{self.url}: HTTP {response.status_code}: {_message(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise _Transient("the answer is not JSON") from None
+            raise RerankError(f"{self.url}: HTTP {response.status_code}: {response_message(response)}")
+        return response.json()
 
     def _scores(self, answer: Any, n: int) -> list[float]:  # noqa: ANN401
         items = answer
@@ -138,20 +119,6 @@ class Reranker:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    return (body_message(body) or str(body))[:300]
 
 
 def make_reranker(settings: Settings) -> Reranker:

@@ -7,17 +7,18 @@ collection's metadata), so a Chinese question meets English passages in the same
 from __future__ import annotations
 
 import asyncio
-import re
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ingest.embeddings import Embedder, make_embedder
-from ingest.errors import ConfigError, KbError
+from ingest.errors import ConfigError, SearchError, StoreError
 from ingest.instructions import Instruction
-from ingest.loaders import detect_language
+from ingest.knowledge_base import KnowledgeBase
+from ingest.language import main_language, query_language
+from ingest.records import StoredChunk
 from ingest.settings import Settings
-from ingest.store import KnowledgeBase
 from kb_app.rerank import Reranker, make_reranker
 
 
@@ -84,7 +85,7 @@ RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009), as Elasti
 class _Candidate:
     """One passage as the stages see it."""
 
-    chunk: Any  # StoredChunk: the entry that found it first
+    chunk: StoredChunk  # the entry that found it first
     heading: str | None = None
     dense_rank: int | None = None
     dense_score: float | None = None
@@ -92,32 +93,6 @@ class _Candidate:
     lexical_score: float | None = None
     fused: float = 0.0
     rerank_score: float | None = None
-
-
-def passage_of(metadata: dict[str, Any]) -> tuple[Any, ...]:
-    """Which passage a stored entry shows: its own chunk, or for a heading entry the chunk it stands for."""
-    return (metadata.get("source"), metadata.get("sha256"), metadata.get("page"),
-            metadata.get("section", metadata.get("chunk")))
-
-
-_KANA = re.compile("[\u3040-\u30ff]")
-_HANGUL = re.compile("[\uac00-\ud7af]")
-_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
-
-
-def query_language(query: str) -> str | None:
-    """The query's language as the store records passages' (ISO 639-1), or None when it cannot be told:
-    CLD2 for text long enough, else the script (kana: ja, Hangul: ko, Han: zh)."""
-    language = detect_language(query)
-    if language:
-        return language
-    if _KANA.search(query):
-        return "ja"
-    if _HANGUL.search(query):
-        return "ko"
-    if _HAN.search(query):
-        return "zh"
-    return None
 
 
 # Seconds between checks that the lexical index holds what the store holds (a Searcher lives as long as
@@ -130,13 +105,13 @@ def _overfetch(k: int) -> int:
     return k + max(4, k // 2)
 
 
-def _dense_candidates(hits: Sequence[Any]) -> dict[tuple[Any, ...], _Candidate]:
+def _dense_candidates(hits: Sequence[StoredChunk]) -> dict[tuple[Any, ...], _Candidate]:
     """The dense hits as passages in rank order, each at its best entry (a heading entry or the chunk)."""
     out: dict[tuple[Any, ...], _Candidate] = {}
     for hit in hits:
-        key = passage_of(hit.metadata)
+        key = hit.meta.passage
         if key not in out:
-            out[key] = _Candidate(hit, heading=hit.metadata.get("heading"), dense_rank=len(out) + 1,
+            out[key] = _Candidate(hit, heading=hit.meta.heading, dense_rank=len(out) + 1,
                                   dense_score=round(1.0 - float(hit.distance or 0.0), 4))
     return out
 
@@ -150,7 +125,7 @@ class Searcher:
         self.kb = kb or KnowledgeBase.open(settings)
         spec = self.kb.spec
         if spec is None:
-            raise KbError(
+            raise SearchError(
                 f"collection {self.kb.name!r} is empty or does not exist: ingest documents first (kb ingest PATH)"
             )
         if settings.model and settings.model != spec.model:
@@ -175,14 +150,14 @@ class Searcher:
     def _stages(self, mode: str | None, rerank: bool | None) -> tuple[str, bool]:
         mode = mode or self.settings.search_mode
         if mode not in ("dense", "hybrid"):
-            raise KbError(f"search mode {mode!r} is not one of dense, hybrid")
+            raise ConfigError(f"search mode {mode!r} is not one of dense, hybrid")
         rerank = self.settings.rerank if rerank is None else rerank
         if rerank and self.reranker is None:
             raise ConfigError("reranking needs a rerank endpoint: --rerank-endpoint URL (or KB_RERANK_ENDPOINT)")
         if mode == "hybrid" and time.monotonic() - self._lexical_checked >= LEXICAL_RECHECK:
             self._fresh()  # level the index with the store this search will read
             if self.kb.lexical is None:
-                raise KbError("hybrid search needs the collection's lexical index, which this store handle lacks")
+                raise StoreError("hybrid search needs the collection's lexical index, which this store handle lacks")
             # Level with the chunks: a collection from before kb kept one, or (a Chroma server) chunks that
             # ingest workers on other machines wrote. Two counts when nothing changed.
             self.kb.sync_lexical()
@@ -194,9 +169,9 @@ class Searcher:
                       mode: str | None = None, rerank: bool | None = None) -> SearchResponse:
         """The k best passages for `query`; `mode` and `rerank` override the settings for this search."""
         if not query.strip():
-            raise KbError("the query is empty")
+            raise SearchError("the query is empty")
         if k < 1:
-            raise KbError("k must be at least 1")
+            raise SearchError("k must be at least 1")
         stages = self._stages(mode, rerank)
         started = time.perf_counter()
         vector = (await self.embedder.embed([query], "query"))[0]
@@ -248,10 +223,10 @@ class Searcher:
             lexical = await asyncio.to_thread(self._lexical, query, depth, where, {h.id: h for h in hits})
             timings["lexical"] = time.perf_counter() - began
             for rank, (chunk, score) in enumerate(lexical, 1):
-                key = passage_of(chunk.metadata)
+                key = chunk.meta.passage
                 found = passages.get(key)
                 if found is None:
-                    passages[key] = found = _Candidate(chunk, heading=chunk.metadata.get("heading"))
+                    passages[key] = found = _Candidate(chunk, heading=chunk.meta.heading)
                 if found.lexical_rank is None:
                     found.lexical_rank, found.lexical_score = rank, round(score, 4)
         began = time.perf_counter()
@@ -294,8 +269,8 @@ class Searcher:
     def _main_language(self) -> str | None:
         """The language most of the collection's passages are in (counted again at each lexical check)."""
         if self._main is None or self._main[0] is not self.kb:
-            counts = {k: v for k, v in self.kb.lexical.languages().items() if k} if self.kb.lexical else {}
-            self._main = (self.kb, max(counts, key=counts.get) if counts else None)
+            counts = self.kb.lexical.languages() if self.kb.lexical else {}
+            self._main = (self.kb, main_language(counts.keys(), counts.values()))
         return self._main[1]
 
     async def _rerank(self, query: str, candidates: list[_Candidate], timings: dict[str, float]) -> list[_Candidate]:
@@ -309,7 +284,7 @@ class Searcher:
 
     @staticmethod
     def _result(rank: int, c: _Candidate, mode: str, rerank: bool) -> SearchResult:
-        meta = c.chunk.metadata
+        meta = c.chunk.meta
         if rerank:
             score = c.rerank_score or 0.0
         elif mode == "hybrid":
@@ -317,9 +292,9 @@ class Searcher:
         else:
             score = c.dense_score or 0.0
         return SearchResult(
-            rank=rank, score=score, text=c.chunk.text, source=str(meta.get("source", "")), page=meta.get("page"),
-            chunk_id=c.chunk.id, title=str(meta.get("title", "")), file_type=str(meta.get("file_type", "")),
-            start=meta.get("start"), end=meta.get("end"), language=meta.get("language"), heading=c.heading,
+            rank=rank, score=score, text=c.chunk.text, source=meta.source, page=meta.page, chunk_id=c.chunk.id,
+            title=meta.title, file_type=meta.file_type, start=meta.start, end=meta.end, language=meta.language,
+            heading=c.heading,
             dense_rank=c.dense_rank, dense_score=c.dense_score, lexical_rank=c.lexical_rank,
             lexical_score=c.lexical_score, fused_score=round(c.fused, 6) if mode == "hybrid" else None,
             rerank_score=c.rerank_score,
@@ -330,7 +305,7 @@ class Searcher:
         """Many queries: embedded `batch` at a time (one request each), then searched one by one. Each
         response's `seconds` and timings["embed"] count its share of the embedding request."""
         if any(not q.strip() for q in queries):
-            raise KbError("a query is empty")
+            raise SearchError("a query is empty")
         stages = self._stages(mode, rerank)
         return asyncio.run(self._many(list(queries), k, where, batch, stages))
 
@@ -374,15 +349,25 @@ class Searcher:
         if found is None:
             return []
         # A heading entry's place is its section's chunk; the entries themselves are not passages in order.
-        place = passage_of(found.metadata)
-        ordered = sorted(
-            (c for c in chunks if "section" not in c.metadata),
-            key=lambda c: (c.metadata.get("page") or 0, c.metadata.get("chunk", 0)),
-        )
-        position = next((i for i, c in enumerate(ordered) if passage_of(c.metadata) == place), None)
+        place = found.meta.passage
+        ordered = sorted((c for c in chunks if not c.meta.is_heading), key=lambda c: (c.meta.page or 0, c.meta.chunk))
+        position = next((i for i, c in enumerate(ordered) if c.meta.passage == place), None)
         if position is None:
             return []
         return [c.text for c in ordered[max(0, position - around) : position + around + 1]]
+
+
+def parse_where(text: str | None) -> dict[str, Any] | None:
+    """`--where`: a Chroma metadata filter as JSON (keys: ingest.records.ChunkMetadata's), or None."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--where is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError('--where must be a JSON object, e.g. {"file_type": "pdf"}')
+    return value
 
 
 def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:

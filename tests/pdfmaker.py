@@ -28,7 +28,8 @@ def hyperref_pdf(path: Path, pages: int, links_per_page: int, per_stream: int = 
                             b"/A << /S /URI /URI (https://example.org/%d) >> >>" % (link % 700, link % 700 + 10, link))
         kids.append(page)
         number = annots[-1] + 1 if annots else page + 1
-    plain[2] = (b"<< /Type /Pages /Count %d /Kids [%s] /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> >>"
+    plain[2] = (b"<< /Type /Pages /Count %d /Kids [%s] /MediaBox [0 0 612 792] "
+                b"/Resources << /Font << /F1 3 0 R >> >> >>"
                 % (pages, b" ".join(b"%d 0 R" % k for k in kids)))
 
     out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")

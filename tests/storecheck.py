@@ -11,8 +11,8 @@ from collections import Counter
 
 
 def look(chroma_path: str, collection: str) -> dict:
+    from ingest.knowledge_base import KnowledgeBase
     from ingest.settings import load_settings
-    from ingest.store import KnowledgeBase
 
     kb = KnowledgeBase.open(load_settings(chroma_path=chroma_path, collection=collection))
     records = {source: [r.sha256, r.chunks] for source, r in kb.documents().items()}

@@ -1,9 +1,15 @@
 """The Streamlit app's page logic, run headless with streamlit.testing.v1.AppTest on the embedded defaults."""
 
+import json
+from pathlib import Path
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kb_app.app import highlight, query_terms, where_filter
+from ingest.errors import EvalError
+from kb_app.ui.quality_page import eval_folder
+from kb_app.ui.render import highlight, query_terms
+from kb_app.ui.search_page import where_filter
 from kb_app.uploads import place, safe_name
 from tests.conftest import DATA, ROOT
 
@@ -52,6 +58,7 @@ def test_empty_store_says_what_to_do(app_env):
     assert "no documents yet" in at.info[0].value and "Upload" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_upload_search_delete(app_env):
     at = start()
     upload(at, [sample("en/volcanoes.pdf", "application/pdf"), sample("zh/great-wall.md", "text/markdown"),
@@ -93,6 +100,7 @@ def test_upload_search_delete(app_env):
     assert all("great-wall.md" not in b for b in bodies(at))
 
 
+@pytest.mark.slow
 def test_filters_and_reindex(app_env):
     at = start()
     upload(at, [sample("en/solar-power.md", "text/markdown"), sample("zh/giant-panda.txt", "text/plain"),
@@ -158,7 +166,8 @@ def test_errors_are_messages_not_tracebacks(app_env, monkeypatch):
 def test_highlight_escapes_everything_it_does_not_mark():
     assert highlight("<i>Solar</i> power & more", "solar") == "&lt;i&gt;<mark>Solar</mark>&lt;/i&gt; power &amp; more"
     assert "长城" in query_terms("长城是谁修建的") and "修建" in query_terms("长城是谁修建的")
-    assert where_filter(["pdf"], [], ["en"]) == {"$and": [{"file_type": {"$in": ["pdf"]}}, {"language": {"$in": ["en"]}}]}
+    assert where_filter(["pdf"], [], ["en"]) == {"$and": [{"file_type": {"$in": ["pdf"]}},
+                                                          {"language": {"$in": ["en"]}}]}
 
 
 @pytest.mark.parametrize(
@@ -199,8 +208,6 @@ def test_an_upload_while_another_process_writes_says_the_store_is_busy(app_env):
 
 
 def test_a_password_keeps_every_page_behind_the_sign_in(app_env, monkeypatch):
-
-
     monkeypatch.setenv("KB_UI_PASSWORD", "correct horse")
     monkeypatch.setenv("KB_COLLECTION", "private-notes")
     at = AppTest.from_file(APP, default_timeout=180).run()
@@ -217,17 +224,14 @@ def test_a_password_keeps_every_page_behind_the_sign_in(app_env, monkeypatch):
     assert at.sidebar.radio(key="page").value == "Search"
     assert "private-notes" in [c.value for c in at.sidebar.caption][-1]
     go(at, "Settings")  # signed in for the rest of the session
-    import json
-
     assert json.loads(at.json[0].value)["ui_password"] == "set"
     assert "correct horse" not in str(at.json[0].value) and "password" not in at.session_state
 
 
-
+@pytest.mark.slow
 def test_search_finds_what_kb_ingest_wrote_while_the_ui_was_running(app_env):
     import subprocess
     import sys
-    from pathlib import Path
 
     at = start()
     upload(at, [sample("en/sourdough.txt", "text/plain")])
@@ -248,21 +252,24 @@ def test_invalid_settings_say_so_without_showing_them(app_env, monkeypatch):
     monkeypatch.setenv("KB_CHUNK_TOKENS", "not-a-number")
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception and not at.sidebar.radio
-    assert [e.value for e in at.error] == ["kb cannot start: its settings are invalid (the reason is in the server's log)."]
+    assert [e.value for e in at.error] == [
+        "kb cannot start: its settings are invalid (the reason is in the server's log)."]
     assert "secret-place" not in str(at) and "chunk_tokens" not in str(at)
 
 
+@pytest.mark.slow
 def test_quality_page_scores_parallel_documents_and_draws_recall_curves(app_env):
     from tests.test_evaluate import PARALLEL
 
+    root = (app_env / "data").resolve()  # KB_EVAL_DIR's default, under the working folder
     for relative, (english, chinese) in PARALLEL.items():
         for language, text in (("en", english), ("zh", chinese)):
-            (app_env / language / relative).parent.mkdir(parents=True, exist_ok=True)
-            (app_env / language / relative).write_text(text, encoding="utf-8")
+            (root / language / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / language / relative).write_text(text, encoding="utf-8")
     at = go(start(), "Quality")
     assert "No evaluation run yet" in at.info[0].value
-    at.text_input(key="eval_path").set_value(str(app_env / "zh")).run()
-    at.text_input(key="eval_targets").set_value(str(app_env / "en")).run()
+    at.text_input(key="eval_path").set_value("zh").run()  # relative: under the root
+    at.text_input(key="eval_targets").set_value(str(root / "en")).run()
     at.button(key="eval_run").click().run()
     assert not at.exception and not at.error, at.error
     runs = at.session_state["eval_runs"]
@@ -274,11 +281,71 @@ def test_quality_page_scores_parallel_documents_and_draws_recall_curves(app_env)
     at.button(key="eval_run").click().run()  # a second run is a second line to compare
     assert len(at.session_state["eval_runs"]) == 2 and len(at.dataframe[0].value) == 2
 
-    at.text_input(key="eval_targets").set_value(str(app_env / "nowhere")).run()
+    at.text_input(key="eval_targets").set_value(str(root / "nowhere")).run()
     at.button(key="eval_run").click().run()
     assert "nowhere is not a folder" in at.error[0].value and not at.exception
 
+    # Nothing outside the root is read, whoever types the path.
+    at.text_input(key="eval_targets").set_value("").run()
+    for outside in ("/etc", "../.."):
+        at.text_input(key="eval_path").set_value(outside).run()
+        at.button(key="eval_run").click().run()
+        assert not at.exception and len(at.session_state["eval_runs"]) == 2
+        assert [e.value for e in at.error] == [f"{outside} is outside the evaluation folder {root} (KB_EVAL_DIR): "
+                                               "the Quality page reads only folders under it."]
 
+
+@pytest.mark.parametrize("given", ["/etc", "../outside", "inside/../../outside", "link", "link/sub"])
+def test_evaluation_folders_outside_the_root_are_refused(tmp_path, given):
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (root / "inside").mkdir(parents=True)
+    (root / "link").symlink_to(outside)  # a symlink inside the root that points out of it
+    with pytest.raises(EvalError, match="outside the evaluation folder"):
+        eval_folder(given, root)
+
+
+def test_evaluation_folders_under_the_root_are_taken(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    (root / "sets" / "zh").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "sets")  # a symlink that stays inside is fine
+    assert eval_folder("sets/zh", root) == root / "sets" / "zh"
+    assert eval_folder(str(root / "sets" / "zh"), root) == root / "sets" / "zh"
+    assert eval_folder("alias/zh/../zh", root) == root / "sets" / "zh"
+    monkeypatch.chdir(tmp_path)
+    assert eval_folder("sets", Path("data")) == root / "sets"  # a relative root: under the working folder
+
+
+def bar_order(chart) -> list[str]:
+    """The categories along a bar chart's x axis, in the order Vega-Lite draws them."""
+    import pyarrow
+
+    spec = json.loads(chart.proto.spec)
+    x = spec["encoding"]["x"]
+    (dataset,) = chart.proto.datasets
+    labels = list(pyarrow.ipc.open_stream(dataset.data.data).read_all().to_pandas()[x["field"]])
+    if "sort" in x and x["sort"] is None:
+        return labels  # data order
+    if isinstance(x.get("sort"), list):
+        return x["sort"]
+    return sorted(labels, reverse=x.get("sort") == "descending")  # Vega-Lite's default: ascending, as text
+
+
+def test_library_orders_passage_lengths_by_number_and_leaves_unknown_pages_empty(app_env):
+    at = start()
+    upload(at, [sample("en/volcanoes.pdf", "application/pdf"),
+                ("short.md", b"# Kites\n\nKites fly high on windy days.", "text/markdown")])
+    go(at, "Library")
+    table = at.dataframe[0].value
+    pages = dict(zip(table["name"], table["pages"]))
+    assert pages["short.md"] == "" and int(pages["volcanoes.pdf"]) >= 1
+    lengths = at.get("vega_lite_chart")[1]
+    lower = [int(label.split("-")[0]) for label in bar_order(lengths)]
+    assert len({len(str(n)) for n in lower}) > 1  # "106-127" and "4-24": text order would differ
+    assert lower == sorted(lower)
+
+
+@pytest.mark.slow
 def test_the_ranking_switch_shows_each_stage_in_the_result_cards(app_env, monkeypatch):
     from tests.fakereranker import FakeReranker
 

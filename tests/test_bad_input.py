@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfWriter
 
+from ingest.knowledge_base import KnowledgeBase
 from ingest.settings import load_settings
-from ingest.store import KnowledgeBase
 from tests.conftest import DATA
 from tests.test_cli import kb
 
@@ -65,6 +65,7 @@ def _bad_corpus(root: Path) -> dict[str, tuple[str, str]]:
     return expect
 
 
+@pytest.mark.slow
 def test_every_bad_file_is_named_with_its_reason_and_the_rest_goes_in(tmp_path, fake_server):
     corpus, store = tmp_path / "corpus", tmp_path / "chroma"
     expect = _bad_corpus(corpus)
@@ -150,9 +151,11 @@ def test_a_file_that_vanishes_mid_run_is_reported(tmp_path, store, fake_server, 
         def file_progress(self, *args): ...
         def file_done(self, *args): ...
 
-    report = ingest([folder], fake_settings(fake_server, store), embedder=fake_embedder(fake_server), progress=Remover())
+    report = ingest([folder], fake_settings(fake_server, store), embedder=fake_embedder(fake_server),
+                    progress=Remover())
     failed = report.of("failed")
-    assert [o.source for o in failed] == [str(leaving)] and ("disappeared" in failed[0].reason or "folder" in failed[0].reason)
+    assert [o.source for o in failed] == [str(leaving)]
+    assert "disappeared" in failed[0].reason or "folder" in failed[0].reason
     assert [o.source for o in report.of("ingested")] == [str(folder / "stays.md")]
 
 
@@ -197,6 +200,7 @@ def test_unreadable_files_and_folders_are_named(tmp_path, fake_server):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_single_50_mb_line(tmp_path, fake_server):
     """No newline in 50 MB: chunked in segments, embedded and stored in parts, every chunk once."""
     words = ["river", "stone", "lantern", "harvest", "copper", "meadow", "signal", "orchard"]
@@ -225,6 +229,7 @@ def test_a_single_50_mb_line(tmp_path, fake_server):
     assert all(start <= previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:]))
 
 
+@pytest.mark.network
 def test_real_third_party_pdfs(tmp_path, fake_server):
     """pypdf's and OCRmyPDF's own test PDFs (114 files: RC4 and AES encryption R2 to R6, repaired and
     invalid files, scans, forms, CAD drawings): each gets a clear outcome, none an internal error."""
@@ -235,8 +240,8 @@ def test_real_third_party_pdfs(tmp_path, fake_server):
     shutil.copytree(ocrmypdf_resources(), corpus / "ocrmypdf")
     files = {str(p) for p in corpus.rglob("*.pdf")}
     store = tmp_path / "chroma"
-    flags = ["--endpoint", fake_server.url, "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(store),
-             "--json"]
+    flags = ["--endpoint", fake_server.url, "--model", "fake-embed", "--tokenizer", "qwen3",
+             "--chroma-path", str(store), "--json"]
     run = kb("ingest", str(corpus), *flags, cwd=tmp_path, check=1)
     outcomes = {f["source"]: f for f in json.loads(run.stdout)["files"]}
     assert set(outcomes) == files

@@ -11,7 +11,7 @@ from pypdf import PdfReader
 
 from bench import baselines, corpus
 from bench.pdf_pages import measure
-from bench.run import SimulatedServer
+from bench.servers import SimulatedServer
 from ingest.tokens import qwen3_counter
 from tests.conftest import DATA, ROOT
 
@@ -25,6 +25,7 @@ def simulated():
 
 
 @pytest.mark.parametrize("pipeline", ["langchain", "recipe"])
+@pytest.mark.slow
 def test_baseline_stores_every_chunk_once(pipeline, simulated, tmp_path):
     files = baselines.corpus_files([DATA])
     assert {f.suffix for f in files} == {".html", ".md", ".pdf", ".rst", ".txt"}
@@ -55,6 +56,7 @@ def test_loaders_read_each_type_as_langchain_does():
     assert text[0][0] == (DATA / "zh" / "giant-panda.txt").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_compare_runs_all_three_against_one_server(tmp_path):
     seen = []
     result = baselines.compare([DATA], dim=32, logs=tmp_path, on_run=seen.append)
@@ -73,6 +75,7 @@ def test_compare_runs_all_three_against_one_server(tmp_path):
     json.dumps(result.to_dict())
 
 
+@pytest.mark.slow
 def test_compare_rotates_the_order_each_round():
     result = baselines.compare([DATA / "zh"], pipelines=["kb", "recipe"], repeat=2, dim=16)
     assert [(r.pipeline, r.round) for r in result.runs] == [("kb", 0), ("recipe", 0), ("recipe", 1), ("kb", 1)]
@@ -86,16 +89,17 @@ def test_compare_refuses_unknown_pipelines():
         baselines.compare([DATA], pipelines=["kb", "haystack"])
 
 
-def test_kb_bench_compare_cli_json(tmp_path):
-    kb = str(Path(sys.executable).parent / "kb")
-    done = subprocess.run([kb, "bench", str(DATA / "zh"), "--compare", "--dim", "16", "--json"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+@pytest.mark.slow
+def test_bench_run_compare_cli_json():
+    done = subprocess.run([sys.executable, "-m", "bench.run", str(DATA / "zh"), "--compare", "--dim", "16", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [r["pipeline"] for r in result["runs"]] == ["kb", "langchain", "recipe"]
     assert all(r["vectors"] == r["chunks"] > 0 for r in result["runs"])
 
 
+@pytest.mark.network
 def test_fetch_a_real_debian_package(tmp_path, monkeypatch):
     monkeypatch.setitem(corpus.CORPORA, "tiny", [("debian-reference-en", "usr/share/debian-reference")])
     folders = corpus.fetch("tiny", cache=tmp_path)
@@ -116,6 +120,7 @@ def test_fetch_a_real_debian_package(tmp_path, monkeypatch):
         corpus.fetch("nope", cache=tmp_path)
 
 
+@pytest.mark.network
 def test_fetch_reports_a_package_apt_does_not_know(tmp_path, monkeypatch):
     monkeypatch.setitem(corpus.CORPORA, "missing", [("kb-no-such-package-xyz", "usr/share/doc")])
     with pytest.raises(corpus.CorpusError, match="apt-get download kb-no-such-package-xyz failed"):
@@ -129,6 +134,7 @@ def test_named_corpora_point_at_doc_folders():
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_pdf_pages_counts_every_page(workers):
     run = measure(PDFS, workers)
     assert run.workers == workers and run.files == 2 and run.failed_files == 0
@@ -146,10 +152,9 @@ def test_pdf_pages_reports_a_broken_file(tmp_path):
     assert failed[0].source == str(broken) and "PDF" in failed[0].failed
 
 
-def test_kb_bench_pdf_pages_cli(tmp_path):
-    kb = str(Path(sys.executable).parent / "kb")
-    done = subprocess.run([kb, "bench", *map(str, PDFS), "--pdf-pages", "--workers", "1", "--json"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def test_bench_run_pdf_pages_cli():
+    done = subprocess.run([sys.executable, "-m", "bench.run", *map(str, PDFS), "--pdf-pages", "--workers", "1",
+                           "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     runs = json.loads(done.stdout)
     assert len(runs) == 1 and runs[0]["workers"] == 1 and runs[0]["pages"] > 0

@@ -95,6 +95,7 @@ def test_empty_and_whitespace_text_gives_no_chunks():
 
 
 @pytest.mark.parametrize("name", ["long word", "chinese without spaces", "code", "markdown"])
+@pytest.mark.slow
 def test_a_short_estimate_is_caught_by_the_exact_count(name):
     # Piece boundaries come from an estimate; if it ever under-counts, the exact count of each chunk
     # must still hold the bound (the piece is cut again with exact counts).
@@ -106,7 +107,8 @@ def test_a_short_estimate_is_caught_by_the_exact_count(name):
     chunks = chunker.split(text)
     assert all(c.tokens <= 128 for c in chunks)
     assert all(c.tokens == chunker.count(c.text) for c in chunks)
-    covered = "".join(text[c.start if i == 0 else max(c.start, chunks[i - 1].end) : c.end] for i, c in enumerate(chunks))
+    covered = "".join(text[c.start if i == 0 else max(c.start, chunks[i - 1].end) : c.end]
+                      for i, c in enumerate(chunks))
     assert covered.strip() == text.strip()
 
 
@@ -161,5 +163,16 @@ def test_heading_entries_stand_for_the_chunk_their_section_starts_in(counter):
         # The last chunk starting at or before the heading: the next one starts after it.
         assert entry.section == len(chunks) - 1 or chunks[entry.section + 1].start > entry.start
         assert entry.tokens == chunker.count(entry.text)
-    plain = Chunker(counter, 128, 16)
+    plain = Chunker(counter, 128, 16, headings=False)
     assert plain.heading_entries(text, chunks) == [] and plain.signature != chunker.signature
+
+
+def test_a_chunker_without_arguments_chunks_as_kb_ingest_does_by_default():
+    """Chunker's defaults are Settings' (bounds and heading entries), not a second set of its own."""
+    from ingest.settings import Settings
+
+    fields = Settings.model_fields
+    chunker = Chunker(qwen3_counter())
+    assert (chunker.chunk_tokens, chunker.overlap, chunker.headings) == (
+        fields["chunk_tokens"].default, fields["overlap"].default, fields["headings"].default)
+    assert chunker.signature.endswith("|headings")

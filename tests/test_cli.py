@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import DATA
+from tests.rigs.servers import free_port, start_server, stop, wait_http
 
 KB = str(Path(sys.executable).parent / "kb")
 
@@ -49,7 +50,8 @@ def test_search_json(workdir):
 
 
 def test_search_where_pdf_pages(workdir):
-    result = kb("search", "volcanic explosivity index", "--where", '{"file_type": "pdf"}', "--json", cwd=workdir, check=0)
+    result = kb("search", "volcanic explosivity index", "--where", '{"file_type": "pdf"}', "--json", cwd=workdir,
+                check=0)
     results = json.loads(result.stdout)
     assert results and all(r["source"].endswith("volcanoes.pdf") for r in results)
     assert results[0]["page"] == 2
@@ -73,6 +75,25 @@ def test_failed_file_gives_exit_code_1_and_names_it(workdir, tmp_path):
     result = kb("ingest", str(bad), "--chroma-path", str(tmp_path / "store"), cwd=workdir, check=1)
     assert "broken.pdf" in result.stderr and "not a readable PDF" in result.stderr
     assert "1 ingested" in result.stderr and "1 failed" in result.stderr
+
+
+def test_failed_and_warned_files_are_named_in_full_in_80_columns(tmp_path):
+    """In an 80-column terminal the summary names each file that failed or was stored with a warning by its
+    whole path: a table cell would cut it to `very-long-folder…`."""
+    from pypdf import PdfWriter
+
+    deep = tmp_path.joinpath(*[f"a-rather-long-folder-name-{i}" for i in range(4)])
+    deep.mkdir(parents=True)
+    locked = PdfWriter(clone_from=DATA / "en" / "volcanoes.pdf")
+    locked.encrypt("s3cret")
+    locked.write(deep / "encrypted-annual-report-with-a-long-name.pdf")
+    (deep / "an-empty-document-with-a-long-name.md").write_text("")
+    result = kb("ingest", str(tmp_path / "a-rather-long-folder-name-0"), "--chroma-path", str(tmp_path / "store"),
+                cwd=tmp_path, env={"COLUMNS": "80"}, check=1)
+    summary = "".join(result.stderr.split("retries", 1)[1].splitlines())  # after the run's totals, lines joined
+    for name in ("encrypted-annual-report-with-a-long-name.pdf", "an-empty-document-with-a-long-name.md"):
+        assert str((deep / name).relative_to(tmp_path)) in summary, result.stderr
+    assert "encrypted PDF: pass --pdf-password" in " ".join(result.stderr.split())
 
 
 def test_config_errors_exit_2_without_traceback_and_never_print_keys(workdir, tmp_path):
@@ -101,10 +122,12 @@ def test_invalid_settings_never_echo_the_key(tmp_path):
     assert "overlap" in result.stderr and "sk-do-not-print-me" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_mid_run_dimension_mismatch_exits_2_without_traceback(tmp_path, fake_server):
     (tmp_path / "a.md").write_text("# A\n\nSomething to embed.")
     (tmp_path / "b.md").write_text("# B\n\nSomething else to embed.")
-    common = ["--endpoint", fake_server.url, "--model", "fake", "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "s")]
+    common = ["--endpoint", fake_server.url, "--model", "fake", "--tokenizer", "qwen3",
+              "--chroma-path", str(tmp_path / "s")]
     kb("ingest", str(tmp_path / "a.md"), "--dimensions", "8", *common, cwd=tmp_path, check=0)
     result = kb("ingest", str(tmp_path / "b.md"), *common, cwd=tmp_path, check=2)
     assert "8-dimensional" in result.stderr and "16-dimensional" in result.stderr
@@ -116,8 +139,6 @@ def test_mid_run_dimension_mismatch_exits_2_without_traceback(tmp_path, fake_ser
 
 
 def test_kb_ui_serves_the_app_on_loopback(tmp_path):
-    from tests.conftest import _stop, free_port, start_server, wait_http
-
     port = free_port()
     log = tmp_path / "ui.log"
     process = start_server([KB, "ui", "--port", str(port), "--chroma-path", str(tmp_path / "s")], log)
@@ -126,10 +147,34 @@ def test_kb_ui_serves_the_app_on_loopback(tmp_path):
         assert "kb UI on http://127.0.0.1:" in log.read_text() and "warning" not in log.read_text()
         assert listening(port) == {"127.0.0.1"}
     finally:
-        _stop(process)
+        stop(process)
     # Stopping `kb ui` stops the server itself, not only a parent that would leave it running.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+
+
+def test_kb_ui_hands_every_option_to_streamlit(tmp_path):
+    """The app reads its settings from the environment: each option given reaches the Streamlit process, and
+    Streamlit runs with the minimal toolbar (no developer menu or Deploy button)."""
+    port = free_port()
+    log = tmp_path / "ui.log"
+    options = {"--collection": "handbook", "--chroma-url": "http://127.0.0.1:9", "--chroma-tenant": "team-tenant",
+               "--chroma-database": "team-docs", "--model": "some-model"}
+    process = start_server([KB, "ui", "--port", str(port), "--endpoint", "http://127.0.0.1:9/v1",
+                            "--endpoint", "http://127.0.0.1:10/v1", *[x for pair in options.items() for x in pair]],
+                           log, cwd=tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
+        # `kb ui` became Streamlit (exec): the same process, with Streamlit's command line and kb's environment.
+        command = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode().split("\0")
+        environ = dict(line.split("=", 1) for line in
+                       Path(f"/proc/{process.pid}/environ").read_bytes().decode().split("\0") if "=" in line)
+    finally:
+        stop(process)
+    assert "streamlit" in command and command[command.index("--client.toolbarMode") + 1] == "minimal"
+    for option, value in options.items():
+        assert environ[f"KB_{option[2:].replace('-', '_').upper()}"] == value
+    assert environ["KB_ENDPOINT"] == "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1"
 
 
 def listening(port: int) -> set[str]:
@@ -147,8 +192,6 @@ def listening(port: int) -> set[str]:
 
 @pytest.mark.parametrize("password", [None, "pw-for-the-team"])
 def test_kb_ui_on_every_address_warns_without_a_password(tmp_path, password):
-    from tests.conftest import _stop, free_port, start_server, wait_http
-
     port = free_port()
     log = tmp_path / "ui.log"
     env = {**os.environ, "COLUMNS": "200", **({"KB_UI_PASSWORD": password} if password else {})}
@@ -163,9 +206,10 @@ def test_kb_ui_on_every_address_warns_without_a_password(tmp_path, password):
         else:
             assert "warning: listening on 0.0.0.0 with no password" in said and "Set KB_UI_PASSWORD" in said
     finally:
-        _stop(process)
+        stop(process)
 
 
+@pytest.mark.slow
 def test_reembed_to_a_new_model_keeps_the_old_collection(workdir, fake_server):
     result = kb("reembed", "--to", "knowledge-fake", "--endpoint", fake_server.url, "--model", "fake-embed",
                 "--tokenizer", "qwen3", "--json", cwd=workdir, check=0)
@@ -178,6 +222,7 @@ def test_reembed_to_a_new_model_keeps_the_old_collection(workdir, fake_server):
     assert "new collection" in same.stderr and "Traceback" not in same.stderr
 
 
+@pytest.mark.slow
 def test_a_chroma_server_does_what_the_embedded_store_does(tmp_path, chroma_server):
     """Ingest into a database kb creates, re-run (unchanged), status, search, delete and prune."""
     root = tmp_path / "server-work"
@@ -192,9 +237,11 @@ def test_a_chroma_server_does_what_the_embedded_store_does(tmp_path, chroma_serv
 
     rows = json.loads(kb("status", "--json", *server[:4], cwd=root, env=env, check=0).stdout)
     assert [(r["collection"], r["documents"], r["chunks"]) for r in rows] == [("cli-server", 8, first["chunks"])]
-    default_database = json.loads(kb("status", "--json", "--chroma-url", chroma_server, cwd=root, env=env, check=0).stdout)
+    default_database = json.loads(kb("status", "--json", "--chroma-url", chroma_server, cwd=root, env=env,
+                                     check=0).stdout)
     assert "cli-server" not in [r["collection"] for r in default_database]
-    hits = json.loads(kb("search", "火山是怎么形成的？", *server, "--json", "-k", "1", cwd=root, env=env, check=0).stdout)
+    hits = json.loads(kb("search", "火山是怎么形成的？", *server, "--json", "-k", "1", cwd=root, env=env,
+                         check=0).stdout)
     assert hits[0]["source"].endswith("volcanoes.pdf")
 
     panda = str(root / "data" / "zh" / "giant-panda.txt")

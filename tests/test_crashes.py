@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import SimulatedServer
-from tests.conftest import _stop
+from bench.servers import SimulatedServer
+from tests.rigs.servers import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 KB = str(Path(sys.executable).parent / "kb")
@@ -75,6 +75,7 @@ def slow_server(tmp_path_factory):
         yield server
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, slow_server):
     rng = random.Random(20261123)
     corpus, store, log = tmp_path / "corpus", tmp_path / "chroma", tmp_path / "kb.log"
@@ -112,7 +113,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, slow_se
     final = _ingest(corpus, store, slow_server, log)
     report = json.loads(final.communicate(timeout=600)[0])
     assert final.returncode == 0, log.read_text()[-3000:]
-    print(f"records after each run: {stored}; final run: {report['unchanged']} unchanged, {report['ingested']} ingested")
+    print(f"records after each run: {stored}; "
+          f"final run: {report['unchanged']} unchanged, {report['ingested']} ingested")
     assert report["unchanged"] > 0  # what earlier runs stored is not embedded again
     after = _look(store)
     _assert_consistent(after, "after the last run")
@@ -127,9 +129,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, slow_se
     assert after["records"] == expected["records"]
     files = {str(p) for p in corpus.iterdir()}
     assert set(after["records"]) == files
-    print(f"a whole run: {whole:.1f} s; {kills} kills at {sorted(moments)} s; {finished} runs finished before their kill; records {stored}")
+    print(f"a whole run: {whole:.1f} s; {kills} kills at {sorted(moments)} s; "
+          f"{finished} runs finished before their kill; records {stored}")
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_run_and_comes_back_loses_nothing(tmp_path):
     """The embedding server is killed while requests are in flight and restarted on the same port a few
     seconds later: the run retries through the outage and stores every chunk exactly once."""
@@ -166,7 +170,7 @@ UI_FILES = 12
 
 
 def _start_ui(work: Path, server: SimulatedServer) -> tuple[subprocess.Popen, str]:
-    from tests.conftest import free_port, start_server, wait_http
+    from tests.rigs.servers import free_port, start_server, wait_http
 
     port = free_port()
     env = {**os.environ, "KB_CHROMA_PATH": str(work / "chroma"), "KB_UPLOAD_DIR": str(work / "uploads"),
@@ -193,6 +197,7 @@ def _upload(browser, url: str, files: list[Path]):
     return page
 
 
+@pytest.mark.browser
 def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path, slow_server):
     """The browser's upload, with the Streamlit server killed mid-ingest (its files half-saved, its
     chunks half-written): the store stays consistent after every kill, and uploading again completes it."""
@@ -237,7 +242,7 @@ def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path
             page = _upload(browser, url, files)
             page.get_by_text(f"Done: {UI_FILES} files.").wait_for(timeout=600_000)
             page.close()
-            _stop(ui)
+            stop(ui)
         finally:
             browser.close()
 

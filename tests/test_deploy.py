@@ -12,18 +12,19 @@ import httpx
 import pytest
 import yaml
 
-from bench.run import SimulatedServer, _ServerProcess, free_port, wait_http
+from bench.servers import SimulatedServer
+from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
 from ingest.settings import Settings, load_settings
-from ingest.store import KnowledgeBase
 from tests.conftest import DATA, ROOT
+from tests.rigs.servers import ServerProcess, free_port, wait_http
 from tests.rigs.tokenproxy import NGINX
 
 DEPLOY = ROOT / "deploy"
 FIELDS = {f"KB_{name.upper()}" for name in Settings.model_fields} | {"KB_CONFIG"}
 
 
-class Nginx(_ServerProcess):
+class Nginx(ServerProcess):
     """One of deploy/'s nginx files, run as it is but for addresses: `changes` maps its text to loopback's."""
 
     def __init__(self, name: str, work: Path, changes: dict[str, str], probe: str = "/") -> None:
@@ -37,7 +38,8 @@ class Nginx(_ServerProcess):
         text = re.sub(r"listen \d+;", f"listen 127.0.0.1:{self.port};", text)
         text = text.replace("worker_processes auto;", f"worker_processes 1; daemon off; user {getpass.getuser()}; "
                             f"pid {work}/nginx.pid; error_log {work}/error.log warn;")
-        temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = " ".join(f"{kind}_temp_path {work}/{kind};"
+                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         text = text.replace("http {", "http {\n    " + temp, 1)
         (work / "nginx.conf").write_text(text)
         self._log = open(work / "nginx.log", "w")

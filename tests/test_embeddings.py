@@ -1,11 +1,17 @@
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ingest.embeddings import LocalEmbedder, RemoteEmbedder, make_embedder
-from ingest.errors import ConfigError, EmbeddingError, InputTooLongError
+from ingest.embeddings import make_embedder
+from ingest.errors import ConfigError, EmbeddingError, EndpointUnreachableError, InputTooLongError
 from ingest.instructions import Instruction, resolve_instruction
+from ingest.local_embedder import LocalEmbedder
+from ingest.remote_embedder import RemoteEmbedder
 from ingest.settings import load_settings
 from tests.fakeserver import fake_vector
 
@@ -44,6 +50,7 @@ def test_vectors_come_back_in_order_and_normalised(fake_server):
 
 
 @pytest.mark.parametrize("fault", ["429", "429:0.1", "503", "500", "drop", "slow", "count", "json", "dim"])
+@pytest.mark.slow
 def test_transient_faults_are_retried(fake_server, fault):
     fake_server.slow_seconds = 2.0
     fake_server.script(fault, fault)
@@ -233,3 +240,48 @@ def test_several_endpoints_share_work_and_a_dead_one_is_avoided():
         # All 24 start at once: the first wave sends half to the dead endpoint before any failure is known.
         # After that it is backed off, so no retry goes back to it (without backoff: up to 12 x 4 failures).
         assert with_dead.stats.errors.get("APIConnectionError", 0) <= 12
+
+
+def test_probe_stops_at_once_when_nothing_answers():
+    embedder = remote("http://127.0.0.1:1/v1")
+    with pytest.raises(EndpointUnreachableError, match=r"nothing answers at http://127.0.0.1:1/v1 \(.*refused.*\): "
+                                                       r"is the server running there"):
+        run(embedder.probe())
+    with pytest.raises(EndpointUnreachableError, match="no-such-host.invalid"):  # an unknown host, likewise
+        run(remote("http://no-such-host.invalid/v1").probe())
+    assert embedder.stats.requests == 0 and embedder.stats.retries == 0
+
+
+def test_probe_passes_when_any_endpoint_answers_and_embeds_nothing(fake_server):
+    both = RemoteEmbedder(["http://127.0.0.1:1/v1", fake_server.url], "fake-embed", Instruction("none"))
+    run(both.probe())  # one down, one up: the run goes on, and the dead one is left to retries and backoff
+    fake_server.script("401")  # a server that answers, even with an error, is there
+    run(remote(fake_server.url).probe())
+    assert fake_server.requests == 0
+
+
+KB = str(Path(sys.executable).parent / "kb")
+
+
+@pytest.mark.slow
+def test_ingest_against_a_stopped_endpoint_stops_with_one_message(tmp_path, fake_server):
+    """`kb ingest --endpoint URL` where nothing listens: one message naming the URL, no file failed one by one
+    after its retries."""
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text(f"# {name}\n\nSomething to embed.")
+    common = ["--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "store")]
+    env = {**os.environ, "COLUMNS": "200", "KB_MAX_RETRIES": "1"}  # few retries: without the probe, this fails fast
+    result = subprocess.run([KB, "ingest", str(tmp_path / "a.md"), str(tmp_path / "b.md"),
+                             "--endpoint", "http://127.0.0.1:1", *common],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "nothing answers at http://127.0.0.1:1" in result.stderr and "is the server running" in result.stderr
+    assert "a.md" not in result.stderr and "b.md" not in result.stderr  # no file reported failed
+    assert "gave up" not in result.stderr and "Traceback" not in result.stderr
+
+    # With a second endpoint that answers, the run goes on.
+    result = subprocess.run([KB, "ingest", str(tmp_path / "a.md"), str(tmp_path / "b.md"),
+                             "--endpoint", "http://127.0.0.1:1", "--endpoint", fake_server.url, *common],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sum("Something to embed." in text for text in fake_server.embedded_texts) == 2

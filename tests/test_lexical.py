@@ -7,10 +7,11 @@ import sqlite3
 
 import pytest
 
+from ingest.client import lexical_dir
+from ingest.knowledge_base import KnowledgeBase
 from ingest.lexical import MAX_QUERY_TERMS, LexicalIndex, terms
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
-from ingest.store import KnowledgeBase, lexical_dir
 from kb_app.search import Searcher
 
 
@@ -81,6 +82,7 @@ def _stored_ids(kb):
     return {c.id for c in chunks}
 
 
+@pytest.mark.slow
 def test_ingest_reingest_prune_and_delete_keep_the_index_level_with_the_chunks(kb_settings, corpus):
     assert ingest([corpus], kb_settings).ok
     kb = KnowledgeBase.open(kb_settings)
@@ -166,6 +168,7 @@ def test_the_index_is_never_ingested_as_a_document(tmp_path, corpus, monkeypatch
     assert (corpus / "bm25" / "knowledge.sqlite3").is_file()
 
 
+@pytest.mark.slow
 def test_a_searcher_catches_up_with_chunks_another_machine_indexed(kb_settings, corpus, tmp_path, monkeypatch):
     """With a Chroma server, each machine keeps its own BM25 index: chunks other ingest workers wrote reach
     it at the searcher's next check, fetched from the store."""
@@ -174,7 +177,8 @@ def test_a_searcher_catches_up_with_chunks_another_machine_indexed(kb_settings, 
     assert ingest([corpus / "zh"], kb_settings).ok
     hybrid = kb_settings.model_copy(update={"search_mode": "hybrid"})
     finder = Searcher(hybrid)
-    assert not any(r.source.endswith("coffee-brewing.html") for r in finder.search("pour-over coffee kettle", k=3).results)
+    found = finder.search("pour-over coffee kettle", k=3).results
+    assert not any(r.source.endswith("coffee-brewing.html") for r in found)
     elsewhere = kb_settings.model_copy(update={"lexical_path": tmp_path / "other-machine"})
     assert ingest([corpus / "en"], elsewhere).ok
     monkeypatch.setattr(kb_app.search, "LEXICAL_RECHECK", 0.0)
@@ -184,6 +188,7 @@ def test_a_searcher_catches_up_with_chunks_another_machine_indexed(kb_settings, 
     assert finder.kb.lexical.count() == len(_stored_ids(finder.kb))
 
 
+@pytest.mark.slow
 def test_a_searcher_keeps_the_entries_another_process_just_wrote(kb_settings, corpus, monkeypatch):
     """An embedded store written by `kb ingest` in another process while the UI's searcher is open: at its next
     check the searcher finds the new chunks by BM25, and its index holds exactly the store's chunks."""

@@ -65,6 +65,7 @@ def test_the_lock_dies_with_its_holder_even_by_kill_9(store):
         pass
 
 
+@pytest.mark.slow
 def test_ingest_waits_for_the_writer_then_runs(corpus, store):
     _hold(store, 15)  # long enough to still hold it when kb, started after, reaches the store
     done = _kb_ingest(corpus, store, "--lock-wait", "120")
@@ -73,6 +74,7 @@ def test_ingest_waits_for_the_writer_then_runs(corpus, store):
     assert json.loads(done.stdout)["ingested"] == 8
 
 
+@pytest.mark.slow
 def test_two_ingests_at_once_both_succeed_and_store_everything_once(corpus, store, tmp_path):
     extra = tmp_path / "extra"
     extra.mkdir()
@@ -84,7 +86,7 @@ def test_two_ingests_at_once_both_succeed_and_store_everything_once(corpus, stor
     out, errors = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, errors + second.stderr
     reports = [json.loads(out), json.loads(second.stdout)]
-    from ingest.store import KnowledgeBase
+    from ingest.knowledge_base import KnowledgeBase
 
     kb = KnowledgeBase.open(load_settings(chroma_path=store))
     assert len(kb.documents()) == 13

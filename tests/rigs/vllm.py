@@ -164,7 +164,7 @@ class VllmServer:
     def __init__(self, model_dir: Path, workdir: Path, *, max_model_len: int = 8192, matryoshka: bool = False,
                  served_model: str = SERVED_MODEL, startup_seconds: float = 600,
                  serve_args: Sequence[str] = ("--convert", "embed"), log_name: str = "vllm") -> None:
-        from bench.run import free_port, wait_http
+        from tests.rigs.servers import free_port, wait_http
 
         self.model = served_model
         self.max_model_len = max_model_len

@@ -1,10 +1,14 @@
+"""Reading files into documents: the registry by suffix, and each format family (text, HTML, PDF)."""
+
 import re
 from pathlib import Path
 
 import pytest
 
+from ingest.discover import sha256_of
+from ingest.documents import Document, LoadedFile
 from ingest.errors import LoadError
-from ingest.loaders import discover, load, sha256_of
+from ingest.formats import load
 from tests.conftest import DATA
 
 
@@ -87,53 +91,12 @@ def test_empty_file_has_no_documents_and_a_warning(tmp_path):
     assert loaded.documents == [] and loaded.warnings
 
 
-def test_discover_walks_recursively_with_globs(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / "a" / "one.md").write_text("one")
-    (tmp_path / "a" / "b" / "two.txt").write_text("two")
-    (tmp_path / "a" / "b" / "three.pdf").write_bytes(b"")
-    (tmp_path / "a" / "skip.bin").write_bytes(b"x")
-    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # a symlink loop must not hang the walk
-    files, errors = discover([tmp_path / "a"])
-    assert sorted(f.name for f in files) == ["one.md", "three.pdf", "two.txt"]
-    assert errors == []
-    files, _ = discover([tmp_path / "a"], include=["*.md", "*.txt"], exclude=["b/*"])
-    assert [f.name for f in files] == ["one.md"]
-    files, errors = discover([tmp_path / "missing", tmp_path / "a" / "skip.bin"])
-    assert files == [] and {e.reason for e in errors} == {"no such file or folder", "unsupported file type '.bin'"}
-
-
 def test_load_error_survives_pickling():
     """Parsing runs in worker processes: its errors must come back intact."""
     import pickle
 
     error = pickle.loads(pickle.dumps(LoadError("/a/b.pdf", "encrypted PDF")))
     assert (error.path, error.reason, str(error)) == ("/a/b.pdf", "encrypted PDF", "/a/b.pdf: encrypted PDF")
-
-
-@pytest.mark.parametrize(("code", "text"), [
-    ("en", "The installation of the system is done over the network. Read the documentation first."),
-    ("de", "Die Installation des Systems erfolgt über das Netzwerk. Bitte lesen Sie zuerst die Dokumentation."),
-    ("fr", "L'installation du système se fait par le réseau. Veuillez lire la documentation avant de commencer."),
-    ("zh", "系统通过网络进行安装。开始之前请仔细阅读文档。长城是中国古代规模最大的军事防御工程。"),
-    ("zh", "系統通過網絡進行安裝。開始之前請仔細閱讀文檔。長城是中國古代規模最大的軍事防禦工程。"),
-    ("ja", "システムのインストールはネットワーク経由で行います。開始する前にドキュメントをよくお読みください。"),
-    ("ru", "Установка системы выполняется по сети. Пожалуйста, внимательно прочитайте документацию."),
-])
-def test_language_of_a_text(code, text):
-    from ingest.loaders import detect_language
-
-    assert detect_language(text) == code
-
-
-def test_language_detection_takes_odd_text_and_declines_too_little():
-    from ingest.loaders import detect_language
-
-    # Control characters, a NUL and a surrogate are what CLD2 refuses as "invalid UTF-8".
-    odd = "Text extracted from an old PDF\x00\x01\x0b with control \x7f\x85 characters \ud800 in it, in English."
-    assert detect_language(odd) == "en"
-    assert detect_language("12 34 -- a b c") is None
-    assert detect_language("") is None
 
 
 def test_what_pypdf_repairs_is_reported_with_the_file_not_printed(tmp_path, capfd):
@@ -153,7 +116,7 @@ def test_line_art_is_stripped_before_text_extraction_with_the_same_text(tmp_path
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import DecodedStreamObject
 
-    from ingest.loaders import _drop_path_drawing
+    from ingest.formats.pdf import _drop_path_drawing
 
     original = DATA / "en" / "volcanoes.pdf"
     writer = PdfWriter(clone_from=original)
@@ -184,7 +147,7 @@ def test_pdf_pages_are_read_with_pypdfs_cache_bounded(tmp_path, monkeypatch):
     same text page by page (resources inherited from the tree included)."""
     from pypdf import PdfReader
 
-    import ingest.loaders
+    import ingest.formats.pdf as pdf_format
     from tests.pdfmaker import hyperref_pdf
 
     path = tmp_path / "manual.pdf"
@@ -192,10 +155,10 @@ def test_pdf_pages_are_read_with_pypdfs_cache_bounded(tmp_path, monkeypatch):
     plain = PdfReader(path)
     assert len(plain.pages) == 60 and len(plain.resolved_objects) > 2400  # what pypdf's own page list holds
 
-    monkeypatch.setattr(ingest.loaders, "_CACHED_OBJECTS", 300)
+    monkeypatch.setattr(pdf_format, "_CACHED_OBJECTS", 300)
     seen = []
-    forget = ingest.loaders._forget
-    monkeypatch.setattr(ingest.loaders, "_forget", lambda reader, page: (
+    forget = pdf_format._forget
+    monkeypatch.setattr(pdf_format, "_forget", lambda reader, page: (
         seen.append(len(reader.resolved_objects)), forget(reader, page)))
     loaded = load(path)
     assert loaded.pages == 60 and not loaded.warnings
@@ -209,7 +172,7 @@ def test_a_page_tree_kb_cannot_walk_falls_back_to_pypdfs_list(tmp_path):
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import NullObject
 
-    from ingest.loaders import _page_tree
+    from ingest.formats.pdf import _page_tree
 
     original = DATA / "en" / "volcanoes.pdf"
     writer = PdfWriter(clone_from=original)
@@ -227,11 +190,11 @@ def test_a_pdf_written_to_while_pypdf_reads_it_is_refused(tmp_path, monkeypatch)
     """Its text would mix two versions: nothing is stored from it, and the message says to run again."""
     import shutil
 
-    import ingest.loaders as loaders
+    import ingest.formats.pdf as pdf_format
 
     pdf = tmp_path / "report.pdf"
     shutil.copy(DATA / "en" / "volcanoes.pdf", pdf)
-    parse = loaders._load_pdf
+    parse = pdf_format._load_pdf
 
     def parse_while_another_program_appends(*args):
         loaded = parse(*args)
@@ -239,7 +202,7 @@ def test_a_pdf_written_to_while_pypdf_reads_it_is_refused(tmp_path, monkeypatch)
             handle.write(b"\n%% an incremental update saved by an editor\n")
         return loaded
 
-    monkeypatch.setattr(loaders, "_load_pdf", parse_while_another_program_appends)
+    monkeypatch.setattr(pdf_format, "_load_pdf", parse_while_another_program_appends)
     with pytest.raises(LoadError, match="changed while kb was reading it: nothing stored from it; run kb ingest again"):
         load(pdf)
 
@@ -256,18 +219,62 @@ def test_a_pdf_changed_since_it_was_listed_is_stored_with_the_hash_of_what_was_r
     assert not load(pdf, sha256=sha256_of(pdf)).warnings
 
 
+@pytest.mark.slow
 def test_a_pdf_of_thousands_of_pages_is_read_page_by_page_within_the_cache_bound(tmp_path, monkeypatch):
-    import ingest.loaders as loaders
+    import ingest.formats.pdf as pdf_format
     from tests.pdfmaker import hyperref_pdf
 
     path = tmp_path / "thousands.pdf"
     texts = hyperref_pdf(path, pages=3000, links_per_page=4)  # ~15,000 objects in object streams
     seen = []
-    forget = loaders._forget
-    monkeypatch.setattr(loaders, "_forget", lambda reader, page: (seen.append(len(reader.resolved_objects)),
+    forget = pdf_format._forget
+    monkeypatch.setattr(pdf_format, "_forget", lambda reader, page: (seen.append(len(reader.resolved_objects)),
                                                                   forget(reader, page)))
     loaded = load(path)
     assert loaded.pages == 3000 and [d.text for d in loaded.documents] == texts
     assert [d.page for d in loaded.documents] == list(range(1, 3001))
-    assert max(seen) <= loaders._CACHED_OBJECTS + 200  # the bound, plus one object stream read whole
+    assert max(seen) <= pdf_format._CACHED_OBJECTS + 200  # the bound, plus one object stream read whole
     assert min(seen[-100:]) < max(seen)  # the cache was cleared as it went, not only at the end
+
+
+
+def test_a_format_plugs_in_by_registering_its_suffixes(tmp_path):
+    """What #10's formats do: a module registers its suffixes; kb then lists, loads and reports them."""
+    import ingest.formats as formats
+    from ingest.discover import discover
+    from ingest.documents import whole_file
+
+    @formats.register("note", ".note", ".notes")
+    def load_note(path, *, file_type, sha256, password):
+        text = path.read_text()
+        return whole_file(str(path), file_type, "a note", sha256_of(path), len(text), text.upper(), [])
+
+    try:
+        (tmp_path / "a.note").write_text("remember the milk")
+        (tmp_path / "b.NOTES").write_text("")
+        files, errors = discover([tmp_path])
+        assert sorted(f.name for f in files) == ["a.note", "b.NOTES"] and errors == []
+        assert formats.SUFFIXES[".notes"] == formats.file_type_of(tmp_path / "b.NOTES") == "note"
+        loaded = load(tmp_path / "a.note")
+        assert (loaded.file_type, loaded.title, loaded.documents[0].text) == ("note", "a note", "REMEMBER THE MILK")
+        assert load(tmp_path / "b.NOTES").warnings == ["no text in file"]
+        (tmp_path / "c.note").mkdir()
+        with pytest.raises(LoadError, match="is a folder, not a file"):  # the OS's errors, reported as for any format
+            load(tmp_path / "c.note")
+        with pytest.raises(ValueError, match="registered twice"):
+            formats.register("other", ".note")(load_note)
+    finally:
+        for suffix in (".note", ".notes"):
+            formats._FORMATS.pop(suffix, None)
+            formats._TYPES.pop(suffix, None)
+    assert ".note" not in formats.SUFFIXES
+
+
+def test_a_files_language_is_that_of_most_of_its_text():
+    """By text, not by pages: one long English page outweighs two short German ones."""
+    pages = [Document("a.pdf", "pdf", "A", "0", "x" * 900, 1, "en"),
+             Document("a.pdf", "pdf", "A", "0", "x" * 100, 2, "de"),
+             Document("a.pdf", "pdf", "A", "0", "x" * 100, 3, "de"),
+             Document("a.pdf", "pdf", "A", "0", "x" * 5000, 4, None)]
+    assert LoadedFile("a.pdf", "pdf", "A", "0", 1, pages, 4).language == "en"
+    assert LoadedFile("a.pdf", "pdf", "A", "0", 1, pages[3:], 4).language is None

@@ -1,0 +1,80 @@
+"""Read files into documents, by file suffix.
+
+Each format module registers the suffixes it reads (`@register("md", ".md", ".markdown")`) and is
+imported at the bottom of this file: adding a format is adding its module there. `load` picks the
+loader by suffix and turns the operating system's read errors into LoadError naming the file; a file
+kb cannot read raises LoadError with the reason, and callers go on with the next file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping, NamedTuple, Protocol
+
+from ..documents import LoadedFile
+from ..errors import LoadError
+
+
+class Loader(Protocol):
+    """Reads one file of `file_type`. `sha256` is the hash the run listed the file with (None: not listed);
+    `password` opens an encrypted file. Raises LoadError for a file it cannot read."""
+
+    def __call__(self, path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile: ...
+
+
+class Format(NamedTuple):
+    file_type: str  # stored with every chunk: "md", "pdf", ...
+    loader: Loader
+
+
+_FORMATS: dict[str, Format] = {}
+_TYPES: dict[str, str] = {}
+# File type by lowercase suffix (".md": "md"), for every suffix kb reads.
+SUFFIXES: Mapping[str, str] = MappingProxyType(_TYPES)
+
+
+def register(file_type: str, *suffixes: str) -> Callable[[Loader], Loader]:
+    """Decorator: `loader` reads files with these suffixes (lowercase, with the dot) as `file_type`."""
+
+    def add(loader: Loader) -> Loader:
+        for suffix in suffixes:
+            if suffix in _FORMATS:
+                raise ValueError(f"suffix {suffix!r} registered twice")
+            _FORMATS[suffix] = Format(file_type, loader)
+            _TYPES[suffix] = file_type
+        return loader
+
+    return add
+
+
+def file_type_of(path: str | Path) -> str | None:
+    """The file type kb reads `path` as, or None when kb does not read its suffix."""
+    return _TYPES.get(Path(path).suffix.lower())
+
+
+def loader_for(path: str | Path) -> Format | None:
+    return _FORMATS.get(Path(path).suffix.lower())
+
+
+def load(path: str | Path, sha256: str | None = None, pdf_password: str | None = None) -> LoadedFile:
+    """Read one file. Raises LoadError with the reason when it cannot be read."""
+    path = Path(path)
+    source = str(path)
+    found = loader_for(path)
+    if found is None:
+        raise LoadError(source, f"unsupported file type {path.suffix or '(none)'!r}")
+    try:
+        return found.loader(path, file_type=found.file_type, sha256=sha256, password=pdf_password)
+    except IsADirectoryError:
+        raise LoadError(source, "is a folder, not a file") from None
+    except PermissionError:
+        raise LoadError(source, "permission denied") from None
+    except FileNotFoundError:
+        raise LoadError(source, "file disappeared before it could be read") from None
+    except OSError as exc:
+        raise LoadError(source, f"cannot read: {exc.strerror or exc}") from None
+
+
+# Each module registers its suffixes when imported; they need `register` above, hence at the bottom.
+from . import html, pdf, text  # noqa: E402, F401

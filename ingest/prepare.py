@@ -1,0 +1,86 @@
+"""Read and chunk files, the CPU-bound part of a run: in worker processes for big runs, a thread for small ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .chunking import HEADED_TYPES, Chunk, Chunker, ChunkerSpec
+from .documents import Document, LoadedFile
+from .formats import load
+from .processes import give_back_memory, process_pool
+from .settings import Settings
+
+Prepared = tuple[LoadedFile, list[tuple[Document, Chunk]], float]
+Result = TypeVar("Result")
+
+
+def prepare(path: Path, sha256: str, chunker: Chunker, pdf_password: str | None = None) -> Prepared:
+    """Read and chunk one file (CPU-bound: runs in a worker); also returns the CPU seconds reading took."""
+    started = time.thread_time()
+    loaded = load(path, sha256=sha256, pdf_password=pdf_password)
+    parse_cpu = time.thread_time() - started
+    pieces = []
+    for doc in loaded.documents:
+        chunks = chunker.split(doc.text)
+        pieces += [(doc, chunk) for chunk in chunks]
+        if doc.file_type in HEADED_TYPES:
+            pieces += [(doc, entry) for entry in chunker.heading_entries(doc.text, chunks)]
+    return loaded, pieces, parse_cpu
+
+
+def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float, float]:  # noqa: ANN401 - any call
+    """Run `function` (in a worker thread or process), returning its result with its wall and CPU seconds."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def is_big(files: int, size: int) -> bool:
+    """Worth worker processes (each costs a second or two to start and load a tokenizer)."""
+    return files >= 32 or size >= 8 * 1024 * 1024
+
+
+class Workers:
+    """Where a run's files are read and chunked. Parsing and chunking are CPU-bound Python: worker processes
+    for big runs (or when --workers says so), one thread for small ones (starting a process costs more than
+    a few files take)."""
+
+    def __init__(self, settings: Settings, spec: ChunkerSpec, chunker: Chunker, big: bool,
+                 pdf_password: str | None) -> None:
+        self.chunker, self.pdf_password = chunker, pdf_password
+        wanted = settings.workers or min(os.cpu_count() or 1, 4)
+        self.processes = wanted if wanted > 1 and (settings.workers > 1 or big) else 0
+        self.pool: Executor = (process_pool("kb-parse", wanted, _init_worker, (spec,)) if self.processes
+                               else ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare"))
+
+    def prepare(self, path: Path, sha256: str) -> asyncio.Future[tuple[Prepared, float, float]]:
+        """`prepare` of one file, timed, in a worker."""
+        loop = asyncio.get_running_loop()
+        if self.processes:
+            return loop.run_in_executor(self.pool, _prepare_in_worker, path, sha256, self.pdf_password)
+        return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.pdf_password)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
+
+
+# A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
+_worker_chunker: Chunker | None = None
+
+
+def _init_worker(spec: ChunkerSpec) -> None:
+    global _worker_chunker
+    _worker_chunker = spec.build()
+
+
+def _prepare_in_worker(path: Path, sha256: str, pdf_password: str | None) -> tuple[Prepared, float, float]:
+    assert _worker_chunker is not None
+    try:
+        return timed(prepare, path, sha256, _worker_chunker, pdf_password)
+    finally:
+        give_back_memory()
