@@ -56,7 +56,7 @@ def exit_with_parent() -> None:
         return
     if sys.platform.startswith("linux"):
         # The kernel's own signal when the parent dies: it lands even in the middle of a Chroma write, which
-        # holds the GIL (~0.5 s for a big one) and so keeps the watcher thread below from running until the
+        # holds the GIL for the whole write and so keeps the watcher thread below from running until the
         # write is done, while the next run (or a reader) may already be using the store.
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -66,7 +66,7 @@ class HFTokenCounter:
         self._appended = appended
         self.name = name or f"tokenizer.json:{path}"
         # Loaded at the first text, not here: a pipeline whose parsing workers do all the counting never
-        # needs one in its own process (~100 MB for Qwen3).
+        # needs one in its own process (a large vocabulary is large in memory).
         self._lock = threading.Lock()
         self._twin: _TiktokenTwin | None = None
         self._tok = None
@@ -81,7 +81,7 @@ class HFTokenCounter:
             tok = self._load()
             self._twin = _TiktokenTwin.of(self._path, tok)
             # With a twin, `tokenizers` is only the fallback for rare texts: loaded again when one comes,
-            # since it holds ~100 MB (Qwen3) in every process that counts.
+            # since it holds a whole vocabulary in every process that counts.
             self._tok = None if self._twin is not None else tok
             # What the post-processor adds to every text (CLS/SEP and the like; none for byte-level BPE).
             self._added = len(tok.encode("", add_special_tokens=True).ids)
@@ -208,7 +208,7 @@ class _TiktokenTwin:
                                          mergeable_ranks=ranks, special_tokens=special)
         except Exception:  # a pattern tiktoken's regex engine does not take
             return None
-        # The Rust core has its own copy of the vocabulary; the Python one (~25 MB for Qwen3's 151k tokens,
+        # The Rust core has its own copy of the vocabulary; the Python one (a dict of every token,
         # in every parsing process) serves only methods kb never calls (decoding, `encode_single_piece`).
         encoding._mergeable_ranks = {}
         twin = cls(encoding, tokenizer.normalizer, lengths)
