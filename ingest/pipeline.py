@@ -50,7 +50,6 @@ def ingest(
     prune: bool = False,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
-    pdf_password: str | None = None,
     force: bool = False,
     store_process: bool | None = None,
 ) -> IngestReport:
@@ -62,12 +61,11 @@ def ingest(
     """
     return asyncio.run(
         ingest_async(paths, settings, prune=prune, progress=progress, embedder=embedder,
-                     pdf_password=pdf_password, force=force, store_process=store_process)
+                     force=force, store_process=store_process)
     )
 
 
-def reembed(source: Settings, target: Settings, progress: Progress | None = None,
-            pdf_password: str | None = None) -> IngestReport:
+def reembed(source: Settings, target: Settings, progress: Progress | None = None) -> IngestReport:
     """Build collection `target.collection` with `target`'s model from the files behind `source.collection`.
 
     The files are read and chunked again (the new model's tokenizer bounds the chunks), and the source
@@ -84,7 +82,7 @@ def reembed(source: Settings, target: Settings, progress: Progress | None = None
         raise ConfigError(f"no collection {source.collection!r} to re-embed")
     sources = sorted(old.documents())
     present = [s for s in sources if os.path.exists(s)]
-    report = ingest(present, target, progress=progress, pdf_password=pdf_password)
+    report = ingest(present, target, progress=progress)
     for gone in sorted(set(sources) - set(present)):
         report.outcomes.append(FileOutcome(gone, "failed", reason=f"file gone: cannot re-embed it (its chunks stay "
                                                                    f"in {source.collection!r})"))
@@ -98,7 +96,6 @@ async def ingest_async(
     prune: bool = False,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
-    pdf_password: str | None = None,
     force: bool = False,
     store_process: bool | None = None,
 ) -> IngestReport:
@@ -108,7 +105,7 @@ async def ingest_async(
     embedder = embedder or make_embedder(settings)
     try:
         spec = ChunkerSpec.of(settings, embedder)
-        run = _Run(embedder, spec, settings, progress, pdf_password)
+        run = _Run(embedder, spec, settings, progress)
         outcomes = await run.go(paths, prune, force, store_process)
     finally:
         if own_embedder:
@@ -123,11 +120,12 @@ class _Run:
     """One ingest run's state; `go` drives the stages."""
 
     def __init__(self, embedder: Embedder, spec: ChunkerSpec, settings: Settings,
-                 progress: Progress, pdf_password: str | None) -> None:
+                 progress: Progress) -> None:
         self.kb: KnowledgeBase | StoreProcess | None = None  # opened once the run's size is known
         self.embedder, self.spec, self.settings = embedder, spec, settings
         self.chunker = spec.build()  # this process's own: signatures, token counts, small runs
-        self.progress, self.pdf_password = progress, pdf_password
+        self.progress = progress
+        self.pdf_password = settings.pdf_password.get_secret_value() if settings.pdf_password else None
         self.outcomes: list[FileOutcome] = []
         self.records: dict[str, DocumentRecord] = {}  # what the store held when the run began
         self.sizes: dict[str, int] = {}

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # The only folder the UI's Quality page reads query sets from: a path typed there is taken under it,
     # and one that leaves it (through `..` or a symlink) is refused.
     eval_dir: Path = Path("data")
+    # Opens encrypted PDFs (the user password). A secret: environment or config file, never a flag.
+    pdf_password: SecretStr | None = None
 
     # Which files. `shard` I/N: this worker takes only the files of shard I of N (ingest.shards).
     shard: str | None = None
@@ -195,7 +197,7 @@ class Settings(BaseSettings):
         return data
 
 
-SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key")
+SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key", "pdf_password")
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:  # noqa: ANN401 - any field's value

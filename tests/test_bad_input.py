@@ -39,7 +39,7 @@ def _bad_corpus(root: Path) -> dict[str, tuple[str, str]]:
     writer.encrypt("s3cret")
     with open(root / "locked.pdf", "wb") as handle:
         writer.write(handle)
-    expect["locked.pdf"] = ("failed", "encrypted PDF: pass --pdf-password")
+    expect["locked.pdf"] = ("failed", "encrypted PDF: set KB_PDF_PASSWORD")
     scan = PdfWriter()
     scan.add_blank_page(595, 842)
     scan.add_blank_page(595, 842)
@@ -93,13 +93,19 @@ def test_every_bad_file_is_named_with_its_reason_and_the_rest_goes_in(tmp_path, 
         assert chunks and chunks[0].metadata["name"] == name and name in chunks[0].text
     assert "富士山" in " ".join(c.text for c in knowledge.chunks_of(str(corpus / "shift-jis.txt")))
 
-    again = kb("ingest", str(corpus / "locked.pdf"), "--pdf-password", "s3cret", "--endpoint", fake_server.url,
-               "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(store), "--json", cwd=tmp_path)
+    # The password is a secret: from the environment (or the config file), never a flag, and never printed.
+    again = kb("ingest", str(corpus / "locked.pdf"), "--endpoint", fake_server.url, "--model", "fake-embed",
+               "--tokenizer", "qwen3", "--chroma-path", str(store), "--json", cwd=tmp_path,
+               env={"KB_PDF_PASSWORD": "s3cret"})
     assert json.loads(again.stdout)["ingested"] == 1
-    wrong = kb("ingest", str(corpus / "locked.pdf"), "--pdf-password", "nope", "--endpoint", fake_server.url,
-               "--model", "fake-embed", "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "other"), cwd=tmp_path,
-               check=1)
-    assert "wrong --pdf-password" in " ".join(wrong.stderr.split())
+    assert "s3cret" not in again.stdout + again.stderr
+    wrong = kb("ingest", str(corpus / "locked.pdf"), "--endpoint", fake_server.url, "--model", "fake-embed",
+               "--tokenizer", "qwen3", "--chroma-path", str(tmp_path / "other"), cwd=tmp_path, check=1,
+               env={"KB_PDF_PASSWORD": "nope"})
+    assert "wrong KB_PDF_PASSWORD" in " ".join(wrong.stderr.split())
+    assert "nope" not in wrong.stdout + wrong.stderr
+    flag = kb("ingest", str(corpus / "locked.pdf"), "--pdf-password", "s3cret", cwd=tmp_path, check=2)
+    assert "No such option" in flag.stderr
 
 
 def test_a_file_that_changes_while_it_is_read_is_stored_as_read(tmp_path, store, fake_server):
@@ -245,7 +251,7 @@ def test_real_third_party_pdfs(tmp_path, fake_server):
     run = kb("ingest", str(corpus), *flags, cwd=tmp_path, check=1)
     outcomes = {f["source"]: f for f in json.loads(run.stdout)["files"]}
     assert set(outcomes) == files
-    clear = ("encrypted PDF: pass --pdf-password to open it", "not a readable PDF (")
+    clear = ("encrypted PDF: set KB_PDF_PASSWORD to open it", "not a readable PDF (")
     for source, outcome in outcomes.items():
         if outcome["status"] == "failed":
             assert outcome["reason"].startswith(clear), (source, outcome["reason"])
@@ -268,7 +274,7 @@ def test_real_third_party_pdfs(tmp_path, fake_server):
 
     # The user password of pypdf's R2..R6 files opens them, RC4 and AES alike.
     encrypted = corpus / "pypdf" / "encryption"
-    again = kb("ingest", str(encrypted), *flags, "--pdf-password", "asdfzxcv", cwd=tmp_path)
+    again = kb("ingest", str(encrypted), *flags, cwd=tmp_path, env={"KB_PDF_PASSWORD": "asdfzxcv"})
     opened = {Path(f["source"]).name: f for f in json.loads(again.stdout)["files"]}
     for name in ("r2-user-password.pdf", "r3-user-password.pdf", "r4-user-password.pdf", "r4-aes-user-password.pdf",
                  "r5-user-password.pdf", "r6-user-password.pdf"):

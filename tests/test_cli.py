@@ -93,7 +93,7 @@ def test_failed_and_warned_files_are_named_in_full_in_80_columns(tmp_path):
     summary = "".join(result.stderr.split("retries", 1)[1].splitlines())  # after the run's totals, lines joined
     for name in ("encrypted-annual-report-with-a-long-name.pdf", "an-empty-document-with-a-long-name.md"):
         assert str((deep / name).relative_to(tmp_path)) in summary, result.stderr
-    assert "encrypted PDF: pass --pdf-password" in " ".join(result.stderr.split())
+    assert "encrypted PDF: set KB_PDF_PASSWORD" in " ".join(result.stderr.split())
 
 
 def test_config_errors_exit_2_without_traceback_and_never_print_keys(workdir, tmp_path):

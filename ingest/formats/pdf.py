@@ -225,7 +225,7 @@ def _open(source: str, stream: BinaryIO, password: str | None) -> tuple[Any, lis
         if reader.is_encrypted:
             # Many PDFs are "encrypted" with an empty user password and open fine.
             if not reader.decrypt(password or ""):
-                hint = "wrong --pdf-password" if password else "pass --pdf-password to open it"
+                hint = "wrong KB_PDF_PASSWORD" if password else "set KB_PDF_PASSWORD to open it"
                 raise LoadError(source, f"encrypted PDF: {hint}")
         try:
             tree = _page_tree(reader)

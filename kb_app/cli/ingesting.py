@@ -28,7 +28,6 @@ from kb_app.cli.options import (
     MaxInFlight,
     Model,
     Overlap,
-    PdfPassword,
     QueryTask,
     Tokenizer,
     Workers,
@@ -64,7 +63,6 @@ def ingest_command(
         help="Requests in flight per endpoint; 0 learns it from the server's latency [0]")] = None,
     max_in_flight: MaxInFlight = None,
     workers: Workers = None,
-    pdf_password: PdfPassword = None,
     lock_wait: Annotated[Optional[float], typer.Option(
         help="Seconds to wait while another process writes to the same embedded store [600]")] = None,
     as_json: AsJson = False,
@@ -81,7 +79,7 @@ def ingest_command(
     )
     try:
         with RichProgress(err) as progress:
-            report = ingest(paths, settings, prune=prune, progress=progress, pdf_password=pdf_password)
+            report = ingest(paths, settings, prune=prune, progress=progress)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -106,7 +104,6 @@ def reembed_command(
     chroma_url: ChromaUrl = None,
     chroma_tenant: ChromaTenant = None,
     chroma_database: ChromaDatabase = None,
-    pdf_password: PdfPassword = None,
     as_json: AsJson = False,
     config: Config = None,
 ) -> None:
@@ -118,7 +115,7 @@ def reembed_command(
                            tokenizer=tokenizer, instruction=instruction, chunk_tokens=chunk_tokens, overlap=overlap,
                            headings=headings, **store)
     with RichProgress(err) as progress:
-        report = reembed(base, target, progress=progress, pdf_password=pdf_password)
+        report = reembed(base, target, progress=progress)
     print_summary(report)
     if report.ok:
         err.print(f"{escape(base.collection)} is unchanged; search the new one with --collection {escape(to)}")

