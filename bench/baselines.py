@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 PIPELINES = ("kb", "langchain", "recipe")
+# The chunking every pipeline of the comparison uses, kb_app.benchmark.BENCH_CHUNKING's (a test keeps them equal):
+# written out, not imported, so the peers' processes never load kb and its memory is not counted as theirs.
 CHUNK_TOKENS, OVERLAP = 512, 64
 
 

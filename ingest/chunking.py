@@ -8,7 +8,7 @@ records its character offsets.
 
 With `headings` on, every heading also gets an entry of its own: the heading alone is embedded and stands
 for the chunk its section starts in. Embedded inside a chunk, a heading is a few tokens among hundreds
-and a query that names a section barely finds it; with heading entries it does (docs/ on retrieval quality).
+and a query that names a section barely finds it; with heading entries it does (docs/quality.md).
 """
 
 from __future__ import annotations

@@ -197,6 +197,8 @@ def store_error(settings: Settings, exc: Exception, doing: str = "cannot open th
     """What a Chroma client's error means, naming the store: a server that does not answer, a refused token,
     a missing tenant or database each say what to do; anything else is told as what kb was `doing` and the
     error. The token itself never appears in the message."""
+    if isinstance(exc, StoreError):
+        return exc
     where = settings.chroma_url or settings.chroma_path
     text = str(exc)
     if settings.chroma_token:

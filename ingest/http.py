@@ -55,9 +55,9 @@ def raise_for_transient(response: httpx.Response) -> None:
 
 def is_transient(error: BaseException) -> bool:
     """Whether sending the request again may succeed: a timeout, a dropped or refused connection, a body
-    that is not JSON (a proxy's error page, a truncated answer), or a transient status. Knows httpx's
+    that is not JSON or not even text (a proxy's error page, a truncated answer), or a transient status. Knows httpx's
     exceptions and the openai client's."""
-    if isinstance(error, (httpx.TransportError, json.JSONDecodeError)):
+    if isinstance(error, (httpx.TransportError, json.JSONDecodeError, UnicodeDecodeError)):
         return True
     if isinstance(error, httpx.HTTPStatusError):
         return is_transient_status(error.response.status_code)

@@ -24,7 +24,15 @@ import numpy as np
 from .client import StoreView, lexical_dir, open_client, store_error
 from .errors import KbError, ModelMismatchError, StoreError
 from .lexical import LexicalIndex, lexical_entry
-from .records import DOCS_SUFFIX, CollectionSpec, DocumentRecord, StoredChunk, document_id
+from .records import (
+    DOCS_SUFFIX,
+    ChunkMetadata,
+    CollectionSpec,
+    DocumentRecord,
+    StoredChunk,
+    document_id,
+    documents_collection_metadata,
+)
 from .settings import Settings
 from .shards import Shard
 
@@ -60,7 +68,7 @@ class DocumentWrite:
 
     @property
     def source(self) -> str:
-        return self.record.source if self.record else str(self.metadatas[0]["source"])
+        return self.record.source if self.record else ChunkMetadata.from_metadata(self.metadatas[0]).source
 
 
 class KnowledgeBase:
@@ -90,7 +98,10 @@ class KnowledgeBase:
         return cls(client, name or settings.collection, view, lexical_dir(settings), settings)
 
     def _failed(self, doing: str, exc: Exception) -> StoreError:
-        """`doing` failed because of `exc`, told as a user can act on it."""
+        """`doing` failed because of `exc`, told as a user can act on it. A StoreError raised below (by
+        `max_batch` or `_find` inside a paged read) already says so: it is passed on, not wrapped again."""
+        if isinstance(exc, StoreError):
+            return exc
         if self.settings is None:
             return StoreError(f"{doing}: {exc}")
         return store_error(self.settings, exc, doing)
@@ -186,7 +197,8 @@ class KnowledgeBase:
             try:
                 with self._writing():
                     self._docs = self.client.get_or_create_collection(
-                        self.name + DOCS_SUFFIX, embedding_function=None, metadata={"kb_documents_of": self.name}
+                        self.name + DOCS_SUFFIX, embedding_function=None,
+                        metadata=documents_collection_metadata(self.name),
                     )
             except Exception as exc:  # see the module's docstring
                 raise self._failed(f"cannot create collection {self.name + DOCS_SUFFIX!r}", exc) from None
@@ -314,7 +326,7 @@ class KnowledgeBase:
             found: dict[str, list[str]] = {}
             for got in self._pages(self._chunks, where, ["metadatas"]):
                 for chunk_id_, metadata in zip(got["ids"], got["metadatas"] or []):
-                    source = str((metadata or {}).get("source", ""))
+                    source = ChunkMetadata.from_metadata(metadata).source
                     if shard is None or shard.owns(source):
                         found.setdefault(source, []).append(chunk_id_)
             with self._writing():

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from .client import make_client
+from .client import make_client, store_error
 from .errors import StoreError
 from .knowledge_base import KnowledgeBase
 from .lock import write_lock
@@ -22,8 +22,12 @@ def list_knowledge_bases(client) -> list[str]:  # noqa: ANN001 - chromadb's clie
 def status(settings: Settings) -> list[dict[str, Any]]:
     """Every knowledge base in the store: counts, model, dimension, instruction, chunking."""
     client = make_client(settings)
+    try:
+        names = list_knowledge_bases(client)
+    except Exception as exc:  # whatever the client raises, told with the store's URL or folder
+        raise store_error(settings, exc, "cannot list the collections") from None
     out = []
-    for name in list_knowledge_bases(client):
+    for name in names:
         kb = KnowledgeBase(client, name, settings=settings)
         spec = kb.spec
         docs = kb.documents()

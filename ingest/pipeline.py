@@ -176,10 +176,12 @@ class _Run:
         embedder = self.embedder
         await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions,
                                 embedder.instruction.name)
-        # Before any file is read: a server that is not there is one message, not retries for every batch.
-        await embedder.probe()
         self.records = await asyncio.to_thread(self.kb.documents)
         todo = await self._todo(files, force)
+        if todo:
+            # Before any file is parsed: a server that is not there is one message, not retries for every
+            # batch. A run with nothing to embed (all unchanged, a prune) needs no server.
+            await embedder.probe()
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
         self.workers = Workers(self.settings, self.spec, self.chunker, is_big(len(todo), self.todo_bytes),

@@ -147,3 +147,8 @@ def chunk_id(source: str, sha256: str, page: int | None, index: int) -> str:
 def now() -> str:
     """A record's `ingested_at`: UTC, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def documents_collection_metadata(name: str) -> dict[str, Any]:
+    """The metadata of NAME + DOCS_SUFFIX, the collection of `DocumentRecord`s: whose records they are."""
+    return {"kb_documents_of": name}

@@ -51,7 +51,7 @@ def _package_file(package: str, *parts: str) -> Path:
 class HFTokenCounter:
     """A Hugging Face `tokenizer.json`, plus tokens the model appends that the file's post-processor does not.
 
-    Byte-level BPE files (Qwen3, Llama 3, GPT-2 style) are run by tiktoken, ~7x less CPU than the
+    Byte-level BPE files (Qwen3, Llama 3, GPT-2 style) are run by tiktoken, far less CPU than the
     `tokenizers` engine for the same ids (see `_TiktokenTwin`); others, and any text the twin cannot
     take, go through `tokenizers` itself.
     """
@@ -146,8 +146,8 @@ def _byte_level_table() -> dict[int, int]:
 
 
 class _TiktokenTwin:
-    """The same byte-level BPE as a `tokenizer.json`, run by tiktoken (Rust, ~0.6 ms per 1,000 tokens
-    where `tokenizers` takes ~6 on Qwen3's vocabulary; counting is most of chunking's CPU).
+    """The same byte-level BPE as a `tokenizer.json`, run by tiktoken (Rust, several times faster
+    than `tokenizers` on Qwen3's vocabulary; counting is most of chunking's CPU).
 
     tiktoken merges the pair whose result has the lowest id; that is Hugging Face's BPE exactly when
     every merge's result has a higher id than the merges before it, which `of` checks. Texts go

@@ -29,6 +29,8 @@ from ingest.settings import Settings
 from .search import Searcher
 
 RECALL_AT = (1, 5, 10, 100)
+# Where `kb eval` and the Quality page write a set's corpus as files, to ingest it as any folder.
+EVAL_WORK = Path.home() / ".cache" / "kb" / "eval"
 
 
 @dataclass

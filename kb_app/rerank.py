@@ -27,6 +27,9 @@ from ingest.errors import ConfigError, RerankError
 from ingest.http import auth_headers, describe, raise_for_transient, response_message, retry_policy, v1_url
 from ingest.settings import Settings
 
+# What the retry policy sends again, and what is told as "gave up" when the retries run out.
+RETRIED = (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError, UnicodeDecodeError)
+
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
     'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
@@ -77,7 +80,7 @@ class Reranker:
         retrying = AsyncRetrying(**retry_policy(self.max_retries, *self._backoff, on_retry=self._retried))
         try:
             answer = await retrying(self._post, body)
-        except (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError) as fault:  # what it retries
+        except RETRIED as fault:
             attempts = retrying.statistics["attempt_number"]
             raise RerankError(f"{self.url}: gave up after {attempts} attempts: {describe(fault)}") from None
         return self._scores(answer, len(documents))

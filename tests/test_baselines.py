@@ -158,3 +158,9 @@ def test_bench_run_pdf_pages_cli():
     assert done.returncode == 0, done.stderr
     runs = json.loads(done.stdout)
     assert len(runs) == 1 and runs[0]["workers"] == 1 and runs[0]["pages"] > 0
+
+
+def test_the_peers_chunk_as_kbs_bench_does():
+    from kb_app.benchmark import BENCH_CHUNKING
+
+    assert (baselines.CHUNK_TOKENS, baselines.OVERLAP) == (BENCH_CHUNKING["chunk_tokens"], BENCH_CHUNKING["overlap"])

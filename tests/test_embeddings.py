@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -285,3 +286,10 @@ def test_ingest_against_a_stopped_endpoint_stops_with_one_message(tmp_path, fake
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert sum("Something to embed." in text for text in fake_server.embedded_texts) == 2
+
+    # Nothing left to embed (every file unchanged) needs no server: the re-run asks none and succeeds.
+    result = subprocess.run([KB, "ingest", str(tmp_path / "a.md"), str(tmp_path / "b.md"), "--json",
+                             "--endpoint", "http://127.0.0.1:1", *common],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["unchanged"] == 2

@@ -350,6 +350,7 @@ def test_new_collections_get_kbs_hnsw_settings_and_older_ones_its_ef_search(kb):
 def test_a_server_that_stopped_is_named_not_taken_for_an_empty_store(tmp_path):
     """A store handle held while the server goes away (the UI's, say): asking for a collection, the batch
     size, a search or the status says the server does not answer, never that the collection is missing."""
+    from ingest.client import store_error
     from ingest.manage import status
     from kb_app.search import Searcher
     from tests.rigs.servers import ChromaServer
@@ -374,6 +375,11 @@ def test_a_server_that_stopped_is_named_not_taken_for_an_empty_store(tmp_path):
     assert "ingest documents first" not in str(raised.value)
     with pytest.raises(StoreError, match=said):
         status(settings)
+    # A StoreError raised inside another read (the batch size asked by a paged read) is passed on as it is,
+    # not told again inside itself ("cannot reach ...: is it running? (cannot reach ...)").
+    inner = store_error(settings, ConnectionRefusedError(111, "Connection refused"))
+    assert store_error(settings, inner, "cannot read the documents") is inner
+    assert held._failed("cannot read the documents", inner) is inner
 
 
 def test_search_and_status_at_a_port_where_no_server_runs_name_the_url(tmp_path):

@@ -1,7 +1,7 @@
 """`kb bench --endpoint URL --model NAME`: ingestion throughput against the user's own embedding server.
 
 The simulated GPU server, the peer comparison and the other benchmarks of kb itself are `python -m bench.run`
-(and `python -m bench.<tool>`) in a checkout; they reuse `result_table` and `show`."""
+(and `python -m bench.<tool>`) in a checkout; they reuse `show`."""
 
 from __future__ import annotations
 

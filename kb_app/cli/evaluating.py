@@ -40,7 +40,6 @@ from kb_app.cli.progress import RichProgress
 if TYPE_CHECKING:
     from kb_app.evaluate import EvalReport
 
-EVAL_WORK = Path.home() / ".cache" / "kb" / "eval"
 
 
 def eval_command(
@@ -54,7 +53,8 @@ def eval_command(
         "--collection", "-c", help="Collection to fill and search [eval-<set name>]")] = None,
     ingest_corpus: Annotated[bool, typer.Option(
         "--ingest/--no-ingest", help="Ingest the corpus first (unchanged documents are skipped)")] = True,
-    work: Annotated[Path, typer.Option(help="Where the corpus is written as files")] = EVAL_WORK,
+    work: Annotated[Optional[Path], typer.Option(
+        help="Where the corpus is written as files [~/.cache/kb/eval]")] = None,
     per_query: Annotated[Optional[Path], typer.Option(help="Write each query's results here (JSON lines)")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Save recall@k against k as a PNG (a line per variant)")] = None,
     vary: Annotated[Optional[list[str]], typer.Option(
@@ -81,8 +81,9 @@ def eval_command(
     config: Config = None,
 ) -> None:
     """Score retrieval on a judged query set: nDCG@10, Recall@1/5/10/100, MRR@10, and search latency."""
-    from kb_app.evaluate import compare, evaluate, load_beir, parallel_set, parse_variant, plot_recall
+    from kb_app.evaluate import EVAL_WORK, compare, evaluate, load_beir, parallel_set, parse_variant, plot_recall
 
+    work = work or EVAL_WORK
     evalset = parallel_set(path, targets) if targets else load_beir(path, split)
     for reason in evalset.skipped:
         err.print(f"[yellow]not asked:[/] {escape(reason)}")

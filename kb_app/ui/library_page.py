@@ -24,8 +24,7 @@ def library_page(current: Settings) -> None:
     if not documents:
         st.info(f"No documents in **{current.collection}** yet.")
         return
-    st.dataframe(document_rows(documents), hide_index=True, width="stretch",
-                 column_config={"pages": st.column_config.TextColumn(alignment="right")})
+    st.dataframe(document_rows(documents), hide_index=True, width="stretch")
 
     left, right = st.columns(2)
     with left:

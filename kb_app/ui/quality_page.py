@@ -10,7 +10,7 @@ import streamlit as st
 
 from ingest.errors import EvalError
 from ingest.settings import Settings
-from kb_app.evaluate import evaluate, load_beir, parallel_set
+from kb_app.evaluate import EVAL_WORK, evaluate, load_beir, parallel_set
 from kb_app.ui.common import ingest_here
 
 
@@ -52,7 +52,7 @@ def run_evaluation(current: Settings, path: str, targets: str, number: int) -> d
         st.warning(f"Not asked: {reason}")
     with st.spinner(f"Ingesting {len(evalset.corpus)} documents and asking {len(evalset.queries)} queries…"):
         report = evaluate(evalset, current.model_copy(update={"collection": f"eval-{evalset.name}"}),
-                          Path.home() / ".cache" / "kb" / "eval", run_ingest=ingest_here)
+                          EVAL_WORK, run_ingest=ingest_here)
     return {"label": f"{number}. {report.set} · {current.chunk_tokens} tok", **report.to_dict()}
 
 

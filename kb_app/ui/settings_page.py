@@ -44,14 +44,14 @@ def settings_page(current: Settings) -> None:
     if st.button("Use this collection", key="use"):
         name = new.strip() or chosen
         try:
-            KnowledgeBase(client, name)  # validates the name
+            KnowledgeBase(client, name, settings=current)  # validates the name
         except KbError as exc:
             st.error(str(exc))
         else:
             st.session_state["collection"] = name
             st.rerun()
 
-    kb = KnowledgeBase(client, current.collection)
+    kb = KnowledgeBase(client, current.collection, settings=current)
     spec = kb.spec
     st.subheader(f"Collection {current.collection}")
     if spec is None:

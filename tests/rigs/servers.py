@@ -43,11 +43,7 @@ class ServerProcess:
     _log: IO[str]
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process)
         self._log.close()
 
     def __enter__(self) -> Self:
@@ -83,6 +79,7 @@ def start_server(command: list[str], log: Path, env: dict | None = None, cwd: Pa
 
 
 def stop(process: subprocess.Popen) -> None:
+    """Ask a server to end; kill it when it has not within ten seconds."""
     process.terminate()
     try:
         process.wait(10)
