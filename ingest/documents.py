@@ -1,6 +1,8 @@
 """What reading a file gives: its documents (text with where it came from) and what is worth warning about.
 
-A PDF gives one document per page (with its 1-based page number); other formats give one document.
+A file in parts gives one document per part, numbered from 1 in `page`: a PDF's pages, a deck's slides, a
+spreadsheet's sheets (named in `sheet`), an e-book's chapters (titled in `chapter`). Other formats give one
+document. Chunk ids, passages and reading order all go by (`page`, position), whatever the part is.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ CHANGED_WHILE_READ = "changed while kb was reading it: the version read is store
 
 @dataclass(frozen=True)
 class Document:
-    """Text of one file, or of one page of a PDF."""
+    """Text of one file, or of one part of it (a PDF page, a slide, a sheet, a chapter)."""
 
     source: str
     file_type: str
     title: str
     sha256: str
     text: str
-    page: int | None = None
+    page: int | None = None  # the part's number, from 1; None for a file read whole
     language: str | None = None
+    sheet: str | None = None  # a spreadsheet's sheet name
+    chapter: str | None = None  # an e-book's chapter title
 
 
 @dataclass

@@ -453,7 +453,8 @@ class _Run:
                 source=loaded.source, name=os.path.basename(loaded.source), title=loaded.title,
                 file_type=loaded.file_type, sha256=loaded.sha256, chunk=chunk.index, start=shown.start,
                 end=shown.end, tokens=chunk.tokens, heading=chunk.text if chunk.section is not None else None,
-                section=chunk.section, page=doc.page, language=doc.language or None,
+                section=chunk.section, page=doc.page, language=doc.language or None, sheet=doc.sheet,
+                chapter=doc.chapter,
             ).to_metadata())
         vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
                    else np.zeros((0, self.embedder.dimension or 1), np.float32))

@@ -96,8 +96,10 @@ class ChunkMetadata:
     tokens: int = 0
     heading: str | None = None  # set together with `section`, on heading entries only
     section: int | None = None
-    page: int | None = None  # PDFs: the page, from 1
+    page: int | None = None  # the part, from 1: a PDF's page, a deck's slide, a sheet, a chapter
     language: str | None = None  # ISO 639-1, when it could be told
+    sheet: str | None = None  # spreadsheets: the sheet's name
+    chapter: str | None = None  # e-books: the chapter's title
 
     def to_metadata(self) -> dict[str, Any]:
         """As stored: keys with no value are left out (Chroma keeps no None)."""

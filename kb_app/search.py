@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from ingest.embeddings import Embedder, make_embedder
 from ingest.errors import ConfigError, SearchError, StoreError
+from ingest.formats import part_name
 from ingest.instructions import Instruction
 from ingest.knowledge_base import KnowledgeBase
 from ingest.language import main_language, query_language
@@ -36,6 +37,8 @@ class SearchResult:
     end: int | None
     language: str | None = None
     heading: str | None = None  # the heading that matched, when the passage was found by its section's heading
+    sheet: str | None = None  # a spreadsheet's sheet (its number is `page`)
+    chapter: str | None = None  # an e-book's chapter (its number is `page`)
     # Each stage's view of the passage (None: the stage did not run, or did not find it). `score` is the
     # last stage's: rerank, else fused (hybrid), else dense cosine similarity.
     dense_rank: int | None = None
@@ -47,6 +50,16 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def location(self) -> str:
+        """Where in its file the passage is, as a reader would say it: "page 4", "slide 3", "sheet Budget",
+        "chapter The Voyage"; empty for a file read whole."""
+        if self.sheet:
+            return f"sheet {self.sheet}"
+        if self.chapter:
+            return f"chapter {self.chapter}"
+        return f"{part_name(self.file_type)} {self.page}" if self.page else ""
 
     def stages(self) -> str:
         """Each stage's rank and score, e.g. "dense #3 0.612 · bm25 #1 7.20 · rrf 0.0323 · rerank 0.914"."""
@@ -294,7 +307,7 @@ class Searcher:
         return SearchResult(
             rank=rank, score=score, text=c.chunk.text, source=meta.source, page=meta.page, chunk_id=c.chunk.id,
             title=meta.title, file_type=meta.file_type, start=meta.start, end=meta.end, language=meta.language,
-            heading=c.heading,
+            heading=c.heading, sheet=meta.sheet, chapter=meta.chapter,
             dense_rank=c.dense_rank, dense_score=c.dense_score, lexical_rank=c.lexical_rank,
             lexical_score=c.lexical_score, fused_score=round(c.fused, 6) if mode == "hybrid" else None,
             rerank_score=c.rerank_score,

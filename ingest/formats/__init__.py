@@ -30,14 +30,17 @@ class Format(NamedTuple):
 
 _FORMATS: dict[str, Format] = {}
 _TYPES: dict[str, str] = {}
+_PARTS: dict[str, str] = {}  # file type -> what its numbered parts are called, for types read in parts
 # File type by lowercase suffix (".md": "md"), for every suffix kb reads.
 SUFFIXES: Mapping[str, str] = MappingProxyType(_TYPES)
 
 
-def register(file_type: str, *suffixes: str) -> Callable[[Loader], Loader]:
-    """Decorator: `loader` reads files with these suffixes (lowercase, with the dot) as `file_type`."""
+def register(file_type: str, *suffixes: str, parts: str = "page") -> Callable[[Loader], Loader]:
+    """Decorator: `loader` reads files with these suffixes (lowercase, with the dot) as `file_type`. `parts`
+    names what a document's `page` numbers for this type ("page", "slide", "sheet", "chapter")."""
 
     def add(loader: Loader) -> Loader:
+        _PARTS[file_type] = parts
         for suffix in suffixes:
             if suffix in _FORMATS:
                 raise ValueError(f"suffix {suffix!r} registered twice")
@@ -46,6 +49,11 @@ def register(file_type: str, *suffixes: str) -> Callable[[Loader], Loader]:
         return loader
 
     return add
+
+
+def part_name(file_type: str) -> str:
+    """What a numbered part of a file of this type is called ("page" for a PDF, "slide" for a deck)."""
+    return _PARTS.get(file_type, "page")
 
 
 def file_type_of(path: str | Path) -> str | None:

@@ -67,7 +67,7 @@ def search_command(
         err.print("no results: the collection is empty or the filter matches nothing")
         return
     for result in response.results:
-        where_from = display(result.source) + (f" p.{result.page}" if result.page else "")
+        where_from = display(result.source) + (f", {result.location}" if result.location else "")
         snippet = " ".join(result.text.split())
         snippet = snippet[:SNIPPET] + ("…" if len(snippet) > SNIPPET else "")
         matched = f"  [dim](heading: {escape(result.heading)})[/]" if result.heading else ""

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from ingest.formats import part_name
 from ingest.knowledge_base import KnowledgeBase
 from ingest.lock import write_lock
 from ingest.records import DocumentRecord
@@ -43,15 +44,23 @@ def library_page(current: Settings) -> None:
 
 
 def document_rows(documents: dict[str, DocumentRecord]) -> list[dict[str, Any]]:
-    """The library table, by name. A document without pages (all but PDFs) has an empty cell, not "None"."""
+    """The library table, by name. "parts" counts what the file is read in ("12 pages", "3 slides", "2 sheets");
+    a file read whole has an empty cell, not "None"."""
     return [
         {
             "name": display_name(d.source), "type": d.file_type, "language": d.language or "",
-            "pages": "" if d.pages is None else str(d.pages), "passages": d.chunks, "tokens": d.tokens,
+            "parts": parts_of(d), "passages": d.chunks, "tokens": d.tokens,
             "ingested at": d.ingested_at, "source": d.source,
         }
         for d in sorted(documents.values(), key=lambda d: display_name(d.source).lower())
     ]
+
+
+def parts_of(record: DocumentRecord) -> str:
+    """"12 pages", "1 slide", "3 sheets"; empty for a file read whole."""
+    if record.pages is None:
+        return ""
+    return f"{record.pages} {part_name(record.file_type)}{'s' if record.pages != 1 else ''}"
 
 
 def length_histogram(lengths: list[int]) -> pd.DataFrame:

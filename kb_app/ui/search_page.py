@@ -31,7 +31,7 @@ def show_result(result: SearchResult, query: str, finder: Searcher) -> None:
     """One result card: rank, score, title and source (and each stage's rank when there are several), a
     preview with the query's terms marked, and the whole passage with its neighbours in an expander.
     The head names its query (data-query) so a browser can tell a card from a previous search's."""
-    where = display_name(result.source) + (f", page {result.page}" if result.page else "")
+    where = display_name(result.source) + (f", {result.location}" if result.location else "")
     with st.container(border=True):
         st.html(
             f'{CARD_STYLE}<div class="kb-head" data-query="{html.escape(query, quote=True)}">'
