@@ -55,8 +55,6 @@ _ATX = re.compile(r"^ {0,3}#{1,6}[ \t]+([^\n]{1,300}?)[ \t#]*$", re.M)
 _UNDERLINED = re.compile(r"^([^\n]{1,300})\n(?:={3,}|-{3,}|~{3,}|\^{3,}|\*{3,}|\+{3,}|#{3,}|\"{3,}|'{3,}|`{3,})[ \t]*$",
                          re.M)
 _WORDY = re.compile(r"[^\W_]")
-# File types whose text marks headings that way (plain text's "# " lines are as often comments).
-HEADED_TYPES = frozenset({"md", "rst", "html"})
 
 
 def find_headings(text: str) -> list[tuple[int, int, str]]:

@@ -9,9 +9,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .chunking import HEADED_TYPES, Chunk, Chunker, ChunkerSpec
+from .chunking import Chunk, Chunker, ChunkerSpec
 from .documents import Document, LoadedFile
-from .formats import load
+from .formats import load, marks_headings
 from .processes import give_back_memory, process_pool
 from .settings import Settings
 
@@ -28,7 +28,7 @@ def prepare(path: Path, sha256: str, chunker: Chunker, pdf_password: str | None 
     for doc in loaded.documents:
         chunks = chunker.split(doc.text)
         pieces += [(doc, chunk) for chunk in chunks]
-        if doc.file_type in HEADED_TYPES:
+        if marks_headings(doc.file_type):
             pieces += [(doc, entry) for entry in chunker.heading_entries(doc.text, chunks)]
     return loaded, pieces, parse_cpu
 

@@ -49,7 +49,8 @@ class SearchResult:
     rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, and `location` as the CLI and UI show it."""
+        return asdict(self) | {"location": self.location}
 
     @property
     def location(self) -> str:

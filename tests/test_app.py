@@ -377,3 +377,55 @@ def test_the_ranking_switch_shows_each_stage_in_the_result_cards(app_env, monkey
     at = start()
     go(at, "Search")
     assert at.radio(key="ranking").options == ["dense", "hybrid"]
+
+
+def _deck() -> bytes:
+    """A two-slide deck made with python-pptx: the second slide holds the answer."""
+    import io
+
+    from pptx import Presentation
+
+    deck = Presentation()
+    for title, body in (("Harbour tour", "Welcome aboard."),
+                        ("Lighthouse lenses", "Augustin Fresnel invented the stepped lens that focuses the beam.")):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
+
+
+def _workbook() -> bytes:
+    import io
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.title = "Tides"
+    book.active.append(["Port", "High tide"])
+    book.active.append(["Brest", "06:40"])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_office_files_upload_and_cards_name_the_slide_and_sheet(app_env):
+    at = start()
+    upload(at, [("tour.pptx", _deck(), "application/vnd.openxmlformats-officedocument.presentationml.presentation"),
+                ("tides.xlsx", _workbook(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")])
+    assert at.success[0].value == "Done: 2 files.", [e.value for e in at.error]
+
+    go(at, "Search")
+    at.text_input(key="query").set_value("Who invented the stepped lens of lighthouses?").run()
+    card = next(b for b in bodies(at) if 'class="kb-head"' in b)
+    assert "tour.pptx, slide 2" in card, card
+    at.text_input(key="query").set_value("When is high tide in Brest?").run()
+    card = next(b for b in bodies(at) if 'class="kb-head"' in b)
+    assert "tides.xlsx, sheet Tides" in card, card
+
+    go(at, "Library")
+    table = at.dataframe[0].value
+    assert dict(zip(table["name"], table["type"])) == {"tour.pptx": "pptx", "tides.xlsx": "xlsx"}
+    assert dict(zip(table["name"], table["parts"])) == {"tour.pptx": "2 slides", "tides.xlsx": "1 sheet"}

@@ -282,3 +282,47 @@ def test_real_third_party_pdfs(tmp_path, fake_server):
     knowledge = KnowledgeBase.open(load_settings(chroma_path=store))
     text = " ".join(c.text for c in knowledge.chunks_of(str(encrypted / "r6-user-password.pdf")))
     assert text.strip() and all(c.text.strip() for c in knowledge.chunks_of(str(encrypted / "r6-user-password.pdf")))
+
+
+def _office_corpus(root: Path) -> dict[str, str]:
+    """Good and bad Office, OpenDocument and e-book files; for each bad one, the reason kb must give."""
+    import zipfile
+
+    import docx
+
+    good = docx.Document()
+    good.add_heading("Harbour report", 1)
+    good.add_paragraph("The harbour dredging finished in March.")
+    good.save(root / "good.docx")
+    with zipfile.ZipFile(root / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as bomb:  # 300 MB of zeros, 300 kB on disk
+        with bomb.open("word/document.xml", "w", force_zip64=True) as part:
+            for _ in range(300):
+                part.write(b"\0" * (1 << 20))
+    (root / "encrypted.xlsx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 4096)
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "ha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+              b"<d>&b;</d>")
+    with zipfile.ZipFile(root / "laughs.odt", "w") as odt:
+        odt.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        odt.writestr("content.xml", laughs)
+    (root / "truncated.pptx").write_bytes((root / "good.docx").read_bytes()[:600])
+    (root / "garbage.epub").write_bytes(os.urandom(2048))
+    return {"bomb.docx": "archive bomb", "encrypted.xlsx": "encrypted", "laughs.odt": "entity",
+            "truncated.pptx": "not a zip archive, or truncated", "garbage.epub": "not a readable EPUB"}
+
+
+@pytest.mark.slow
+def test_bad_office_files_are_named_and_the_rest_goes_in(tmp_path):
+    """Each bad file is named with its reason and nothing is stored for it; the good one goes in; exit code 1."""
+    corpus = tmp_path / "office"
+    corpus.mkdir()
+    bad = _office_corpus(corpus)
+    run = kb("ingest", str(corpus), "--chroma-path", str(tmp_path / "store"), "--json", cwd=tmp_path, check=1)
+    outcomes = {Path(f["source"]).name: f for f in json.loads(run.stdout)["files"]}
+    assert outcomes["good.docx"]["status"] == "ingested" and outcomes["good.docx"]["chunks"] >= 1
+    for name, reason in bad.items():
+        assert outcomes[name]["status"] == "failed", outcomes[name]
+        assert reason in outcomes[name]["reason"], outcomes[name]
+        assert f"failed office/{name}: " in run.stderr, name  # named on the terminal (relative to the working folder)
+    stored = KnowledgeBase.open(load_settings(chroma_path=tmp_path / "store")).documents()
+    assert {Path(source).name for source in stored} == {"good.docx"}
+    assert "Traceback" not in run.stderr

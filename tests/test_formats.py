@@ -72,7 +72,8 @@ def test_non_utf8_text_is_decoded(tmp_path):
     [
         ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "not a readable PDF"),
         ("binary.txt", bytes(range(256)) * 50, "binary"),
-        ("notes.docx", b"PK\x03\x04", "unsupported file type"),
+        ("notes.docx", b"PK\x03\x04", "not a zip archive, or truncated"),
+        ("notes.xyz", b"PK\x03\x04", "unsupported file type"),
     ],
 )
 def test_unreadable_files_raise_load_error_naming_file(tmp_path, name, content, reason):

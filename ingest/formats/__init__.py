@@ -31,16 +31,22 @@ class Format(NamedTuple):
 _FORMATS: dict[str, Format] = {}
 _TYPES: dict[str, str] = {}
 _PARTS: dict[str, str] = {}  # file type -> what its numbered parts are called, for types read in parts
+_HEADED: set[str] = set()  # file types whose text marks its headings as Markdown does
 # File type by lowercase suffix (".md": "md"), for every suffix kb reads.
 SUFFIXES: Mapping[str, str] = MappingProxyType(_TYPES)
 
 
-def register(file_type: str, *suffixes: str, parts: str = "page") -> Callable[[Loader], Loader]:
+def register(file_type: str, *suffixes: str, parts: str = "page",
+             headings: bool = False) -> Callable[[Loader], Loader]:
     """Decorator: `loader` reads files with these suffixes (lowercase, with the dot) as `file_type`. `parts`
-    names what a document's `page` numbers for this type ("page", "slide", "sheet", "chapter")."""
+    names what a document's `page` numbers for this type ("page", "slide", "sheet", "chapter"). `headings`:
+    the loader's text marks headings as Markdown (`# Title`) or reStructuredText do, and each gets a heading
+    entry (plain text's "# " lines are as often comments)."""
 
     def add(loader: Loader) -> Loader:
         _PARTS[file_type] = parts
+        if headings:
+            _HEADED.add(file_type)
         for suffix in suffixes:
             if suffix in _FORMATS:
                 raise ValueError(f"suffix {suffix!r} registered twice")
@@ -54,6 +60,11 @@ def register(file_type: str, *suffixes: str, parts: str = "page") -> Callable[[L
 def part_name(file_type: str) -> str:
     """What a numbered part of a file of this type is called ("page" for a PDF, "slide" for a deck)."""
     return _PARTS.get(file_type, "page")
+
+
+def marks_headings(file_type: str) -> bool:
+    """Whether text of this type marks its headings (so they get heading entries)."""
+    return file_type in _HEADED
 
 
 def file_type_of(path: str | Path) -> str | None:
@@ -85,4 +96,4 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
 
 
 # Each module registers its suffixes when imported; they need `register` above, hence at the bottom.
-from . import html, pdf, text  # noqa: E402, F401
+from . import epub, html, mail, pdf, rtf, sheets, slides, text, word  # noqa: E402, F401

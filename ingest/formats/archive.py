@@ -9,6 +9,7 @@ declared size, so bounding the declared sizes bounds what reading can inflate.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def open_zip(path: Path, kind: str) -> zipfile.ZipFile:
         raise LoadError(source, f"encrypted (password-protected) {kind}: kb cannot read it; save it without a password")
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError):  # NotImplementedError: a damaged version byte
         raise LoadError(source, f"not a readable {kind} (not a zip archive, or truncated)") from None
     check_sizes(archive, source)
     if any(info.flag_bits & 0x1 for info in archive.infolist()):
@@ -60,7 +61,8 @@ def read_part(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
         return archive.read(name)
     except KeyError:
         raise LoadError(source, f"part {name!r} is missing") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:  # a bad CRC, a truncated member
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+        # a bad CRC, a truncated member, a damaged compressed stream, an unknown compression method
         raise LoadError(source, f"part {name!r} is damaged: {exc}") from None
 
 

@@ -11,7 +11,7 @@ from . import register
 from .text import read_text
 
 
-@register("html", ".html", ".htm", ".xhtml")
+@register("html", ".html", ".htm", ".xhtml", headings=True)
 def load_html(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
     text, digest, size, warnings = read_text(path, sha256)
     title, text = html_to_text(text)

@@ -13,8 +13,8 @@ from . import register
 
 
 @register("txt", ".txt", ".text")
-@register("md", ".md", ".markdown")
-@register("rst", ".rst")
+@register("md", ".md", ".markdown", headings=True)
+@register("rst", ".rst", headings=True)
 def load_text(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
     text, digest, size, warnings = read_text(path, sha256)
     title = _text_title(text, file_type) or path.stem
