@@ -8,29 +8,39 @@ declared size, so bounding the declared sizes bounds what reading can inflate.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
+from ..documents import changed_since_listed
 from ..errors import LoadError
 
 MAX_PART = 256 << 20  # bytes one part of an archive may inflate to
 MAX_TOTAL = 1 << 30  # bytes all its parts together may inflate to
+ENTITY_SCAN = 64 << 10  # bytes at the start of an XML part where a DTD and its entities would be declared
+# What a zip member raises when its bytes are damaged: a bad CRC, a truncated member, a damaged compressed stream,
+# an unknown compression method (what a damaged header reads as).
+DAMAGED = (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError)
 # An OLE2 compound file: what Office writes for a password-protected .docx/.xlsx/.pptx (the zip is inside, encrypted).
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
-def open_zip(path: Path, kind: str) -> zipfile.ZipFile:
-    """The archive at `path`, checked; LoadError (naming the file) for an encrypted, broken or bomb archive.
-    `kind` names the format in messages ("Word document")."""
+def open_zip(path: Path, kind: str, data: bytes | None = None) -> zipfile.ZipFile:
+    """The archive at `path` (or `data`, its bytes as read), checked; LoadError (naming the file) for an
+    encrypted, broken or bomb archive. `kind` names the format in messages ("Word document")."""
     source = str(path)
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+    if data is None:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    else:
+        head = data[:8]
     if head.startswith(_OLE2):
         raise LoadError(source, f"encrypted (password-protected) {kind}: kb cannot read it; save it without a password")
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(path if data is None else io.BytesIO(data))
     except (zipfile.BadZipFile, NotImplementedError):  # NotImplementedError: a damaged version byte
         raise LoadError(source, f"not a readable {kind} (not a zip archive, or truncated)") from None
     check_sizes(archive, source)
@@ -61,8 +71,7 @@ def read_part(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
         return archive.read(name)
     except KeyError:
         raise LoadError(source, f"part {name!r} is missing") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as exc:
-        # a bad CRC, a truncated member, a damaged compressed stream, an unknown compression method
+    except DAMAGED as exc:
         raise LoadError(source, f"part {name!r} is damaged: {exc}") from None
 
 
@@ -71,11 +80,40 @@ def parse_xml(data: bytes, source: str) -> Any:  # noqa: ANN401 - an lxml elemen
     declares entities (no Office, ODF or EPUB writer does) is refused as a possible entity bomb."""
     from lxml import etree
 
-    if b"<!ENTITY" in data[:65536]:
-        raise LoadError(source, "XML entity declarations in a document part (an entity-expansion bomb?): refused")
+    refuse_declared_entities(data, source, "a document part")
     parser = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False,
                              remove_comments=True)
     try:
         return etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise LoadError(source, f"damaged XML in a document part: {exc}") from None
+
+
+def refuse_declared_entities(data: bytes, source: str, where: str) -> None:
+    """Refuse XML that declares entities (no Office, ODF or EPUB writer does; an entity-expansion bomb does)."""
+    if b"<!ENTITY" in data[:ENTITY_SCAN]:
+        raise LoadError(source, f"XML entity declarations in {where} (an entity-expansion bomb?): refused")
+
+
+def refuse_entities(archive: zipfile.ZipFile, source: str) -> None:
+    """`refuse_declared_entities` for every XML part of an archive, for the libraries that parse the parts
+    themselves (python-docx, python-pptx, openpyxl, odfdo)."""
+    for info in archive.infolist():
+        if not info.filename.lower().endswith((".xml", ".rels")):
+            continue
+        try:
+            with archive.open(info) as part:
+                head = part.read(ENTITY_SCAN)
+        except DAMAGED as exc:
+            raise LoadError(source, f"part {info.filename!r} is damaged: {exc}") from None
+        refuse_declared_entities(head, source, f"part {info.filename!r}")
+
+
+def read_checked(path: Path, kind: str, sha256: str | None) -> tuple[bytes, str, list[str]]:
+    """The file's bytes, their hash and the changed-since-listed warning, once those very bytes have passed
+    kb's checks: not encrypted, a whole zip, no bomb by declared sizes, no XML part declaring entities."""
+    data = path.read_bytes()
+    with open_zip(path, kind, data) as archive:
+        refuse_entities(archive, str(path))
+    digest = hashlib.sha256(data).hexdigest()
+    return data, digest, changed_since_listed(sha256, digest)

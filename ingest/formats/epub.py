@@ -161,8 +161,7 @@ def _chapter(book: zipfile.ZipFile, name: str, toc_title: str | None, source: st
              book_title: str, digest: str, number: int) -> Document | None:
     """One spine item as a document, or None when it has no text (a cover image page)."""
     data = archive.read_part(book, name, source)
-    if b"<!ENTITY" in data[:65536]:
-        raise LoadError(source, f"XML entity declarations in chapter {name!r} (an entity-expansion bomb?): refused")
+    archive.refuse_declared_entities(data, source, f"chapter {name!r}")
     head_title, text = html_to_text(_PAGEBREAK.sub("", decode(source, data)))
     if not text.strip():
         return None

@@ -89,28 +89,12 @@ def _loaded(path: Path, file_type: str, title: str, digest: str, size: int, shee
     return LoadedFile(source, file_type, title, digest, size, documents, count, warnings)
 
 
-def refuse_entities(zipped: zipfile.ZipFile, source: str) -> None:
-    """Refuse a workbook any of whose XML parts declares a DTD or entities (an entity-expansion bomb): no
-    spreadsheet writer does, and the libraries parse the parts themselves."""
-    for info in zipped.infolist():
-        if not info.filename.lower().endswith((".xml", ".rels")):
-            continue
-        try:
-            with zipped.open(info) as part:
-                head = part.read(_SNIFF_BYTES)
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise LoadError(source, f"part {info.filename!r} is damaged: {exc}") from None
-        if b"<!ENTITY" in head or b"<!DOCTYPE" in head:
-            raise LoadError(source, f"XML entity declarations in part {info.filename!r} (an entity-expansion "
-                                    "bomb?): refused")
-
-
 @register("xlsx", ".xlsx", ".xlsm", parts="sheet", headings=True)
 def load_xlsx(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
     """An Excel workbook, streamed sheet by sheet and row by row."""
     source = str(path)
     with archive.open_zip(path, "Excel workbook") as zipped:
-        refuse_entities(zipped, source)
+        archive.refuse_entities(zipped, source)
     digest, size = _hash_file(path)
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
@@ -145,7 +129,7 @@ def load_ods(path: Path, *, file_type: str, sha256: str | None, password: str | 
     """An OpenDocument spreadsheet (LibreOffice Calc)."""
     source = str(path)
     with archive.open_zip(path, "OpenDocument spreadsheet") as zipped:
-        refuse_entities(zipped, source)
+        archive.refuse_entities(zipped, source)
         archive.read_part(zipped, "content.xml", source)  # missing or damaged: say so before odfdo does
     digest, size = _hash_file(path)
     from lxml import etree

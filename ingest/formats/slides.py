@@ -8,14 +8,13 @@ one in its properties, else the first slide's title, else the file name.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..documents import Document, LoadedFile, changed_since_listed
+from ..documents import Document, LoadedFile
 from ..errors import LoadError
 from ..language import detect_language
 from . import archive, register
@@ -46,50 +45,16 @@ class _Slide:
 
 @register("pptx", ".pptx", parts="slide", headings=True)
 def load_pptx(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
-    data, digest, warnings = _read_checked(path, sha256, _PPTX)
+    data, digest, warnings = archive.read_checked(path, _PPTX, sha256)
     title, slides = _pptx_slides(str(path), data)
     return _deck(str(path), file_type, title or path.stem, digest, len(data), slides, warnings)
 
 
 @register("odp", ".odp", parts="slide", headings=True)
 def load_odp(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
-    data, digest, warnings = _read_checked(path, sha256, _ODP)
+    data, digest, warnings = archive.read_checked(path, _ODP, sha256)
     title, slides = _odp_slides(str(path), data)
     return _deck(str(path), file_type, title or path.stem, digest, len(data), slides, warnings)
-
-
-def _read_checked(path: Path, sha256: str | None, kind: str) -> tuple[bytes, str, list[str]]:
-    """The file's bytes, their hash and the changed-since-listed warning, once the archive has passed
-    kb's checks (not encrypted, a whole zip, no bomb by declared sizes, no entity declarations)."""
-    source = str(path)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    archive.open_zip(path, kind).close()
-    with _zip_of(data, source, kind) as read:  # the bytes parsed: checked again, in case the file changed
-        archive.check_sizes(read, source)
-        _refuse_entities(read, source)
-    return data, digest, changed_since_listed(sha256, digest)
-
-
-def _zip_of(data: bytes, source: str, kind: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise LoadError(source, f"not a readable {kind} (not a zip archive, or truncated)") from None
-
-
-def _refuse_entities(opened: zipfile.ZipFile, source: str) -> None:
-    """Refuse a deck whose XML parts declare entities (no writer does; an entity-expansion bomb might)."""
-    for info in opened.infolist():
-        if not info.filename.lower().endswith((".xml", ".rels")):
-            continue
-        try:
-            with opened.open(info) as member:
-                head = member.read(65536)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-            raise LoadError(source, f"part {info.filename!r} is damaged: {exc}") from None
-        if b"<!ENTITY" in head:
-            archive.parse_xml(head, source)  # raises the shared entity-bomb refusal
 
 
 def _deck(source: str, file_type: str, title: str, digest: str, size: int, slides: list[_Slide],

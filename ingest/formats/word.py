@@ -9,42 +9,19 @@ archive is checked first (encryption, truncation, bombs, entity declarations).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..documents import LoadedFile, changed_since_listed, whole_file
+from ..documents import LoadedFile, whole_file
 from ..errors import LoadError
 from . import register
-from .archive import open_zip
+from .archive import read_checked
 
 _HEADING_STYLE = re.compile(r"heading ([1-9])", re.I)
 _DEEPEST = 6  # Markdown's (and kb's chunker's) deepest heading: Word's and ODF's levels 7-9 become 6
-_ENTITY_SCAN = 65536  # bytes of each XML part scanned for entity declarations
-
-
-def _checked_bytes(path: Path, kind: str, sha256: str | None) -> tuple[bytes, str, list[str]]:
-    """The file's bytes, their hash and the changed-file warning, once the archive passed kb's checks:
-    not encrypted, a whole zip, no part that inflates past the bounds or declares XML entities."""
-    source = str(path)
-    with open_zip(path, kind) as archive:
-        for info in archive.infolist():
-            if not info.filename.lower().endswith((".xml", ".rels")):
-                continue
-            try:
-                with archive.open(info) as part:
-                    head = part.read(_ENTITY_SCAN)
-            except (zipfile.BadZipFile, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
-                raise LoadError(source, f"damaged {kind}: part {info.filename!r}: {exc}") from None
-            if b"<!ENTITY" in head:
-                raise LoadError(source, f"XML entity declarations in part {info.filename!r} "
-                                        "(an entity-expansion bomb?): refused")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    return data, digest, changed_since_listed(sha256, digest)
 
 
 def _row_lines(rows: Iterable[list[str]]) -> Iterator[str]:
@@ -95,7 +72,7 @@ def load_docx(path: Path, *, file_type: str, sha256: str | None, password: str |
     from lxml import etree
 
     source = str(path)
-    data, digest, warnings = _checked_bytes(path, "Word document", sha256)
+    data, digest, warnings = read_checked(path, "Word document", sha256)
     try:
         document = docx.Document(io.BytesIO(data))
         text = _join(_docx_blocks(document))
@@ -183,7 +160,7 @@ def load_odt(path: Path, *, file_type: str, sha256: str | None, password: str | 
     from odfdo import Document
 
     source = str(path)
-    data, digest, warnings = _checked_bytes(path, "OpenDocument text", sha256)
+    data, digest, warnings = read_checked(path, "OpenDocument text", sha256)
     try:
         document = Document(io.BytesIO(data))
         text = _join(_odt_blocks(document.body, _odt_title_styles(document)))

@@ -6,17 +6,19 @@ The simulated GPU server, the peer comparison and the other benchmarks of kb its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ingest.errors import ConfigError
-from kb_app.benchmark import BenchResult, run_bench
 from kb_app.cli.options import AsJson, BatchInputs, BatchTokens, MaxInFlight, Model, Workers
 from kb_app.cli.output import err, out, print_json
 from kb_app.cli.progress import RichProgress
+
+if TYPE_CHECKING:  # the pipeline is imported when a benchmark runs, not at every `kb` start
+    from kb_app.benchmark import BenchResult
 
 NO_ENDPOINT = ("kb bench measures your embedding server: pass --endpoint URL --model NAME. For the simulated "
                "GPU server and the comparisons with other pipelines, run `python -m bench.run PATHS` in a checkout "
@@ -69,6 +71,8 @@ def bench_command(
 
     The simulated GPU server and the comparisons with other pipelines: `python -m bench.run` in a checkout of kb.
     """
+    from kb_app.benchmark import run_bench
+
     if not endpoint:
         raise ConfigError(NO_ENDPOINT)
     if not model:

