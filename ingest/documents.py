@@ -30,6 +30,7 @@ class Document:
     language: str | None = None
     sheet: str | None = None  # a spreadsheet's sheet name
     chapter: str | None = None  # an e-book's chapter title
+    ocr: bool = False  # the text was read by OCR from a picture of the page
 
 
 @dataclass
@@ -44,6 +45,11 @@ class LoadedFile:
     documents: list[Document]
     pages: int | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ocr_parts(self) -> int:
+        """How many of the file's documents were read by OCR."""
+        return sum(doc.ocr for doc in self.documents)
 
     @property
     def language(self) -> str | None:

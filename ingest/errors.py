@@ -23,6 +23,19 @@ class LoadError(KbError):
         return (type(self), (self.path, self.reason))
 
 
+class OcrUnavailable(KbError):
+    """The OCR engine cannot run in this Python (rapidocr-onnxruntime is not installed): scans and images
+    cannot be read. Loaders report it per file, as a LoadError."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"OCR is unavailable: {reason}; kb reads scans and images on Python 3.11 and 3.12, "
+                         "where pip installs rapidocr-onnxruntime")
+        self.reason = reason
+
+    def __reduce__(self):  # noqa: ANN204 - raised in parsing workers
+        return (type(self), (self.reason,))
+
+
 class EmbeddingError(KbError):
     """The embedding model or server failed for good (after retries) or answered something unusable."""
 

@@ -22,18 +22,25 @@ from .client import lexical_dir
 from .discover import discover, sha256_of
 from .embeddings import Embedder, make_embedder
 from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
+from .formats import file_type_of
+from .formats.image import IMAGE_TYPES
 from .inflight import Gate
 from .knowledge_base import DocumentWrite, KnowledgeBase
 from .lock import write_lock
 from .prepare import Workers, is_big, timed
 from .processes import give_back_memory
-from .records import ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
+from .records import LEGACY_SCAN_WARNING, ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
 from .report import FileOutcome, IngestReport, Progress, Silent, StageTimes
 from .settings import Settings
 from .store_process import StoreProcess
 
 _WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
 _PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as its vectors come back
+
+
+def _unread_scan(record: DocumentRecord) -> bool:
+    """A scanned PDF recorded, with nothing indexed, by a kb without OCR: read it again now."""
+    return record.chunks == 0 and LEGACY_SCAN_WARNING in record.warnings
 
 
 def _size(path: Path) -> int:
@@ -125,7 +132,6 @@ class _Run:
         self.embedder, self.spec, self.settings = embedder, spec, settings
         self.chunker = spec.build()  # this process's own: signatures, token counts, small runs
         self.progress = progress
-        self.pdf_password = settings.pdf_password.get_secret_value() if settings.pdf_password else None
         self.outcomes: list[FileOutcome] = []
         self.records: dict[str, DocumentRecord] = {}  # what the store held when the run began
         self.sizes: dict[str, int] = {}
@@ -184,8 +190,9 @@ class _Run:
             await embedder.probe()
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
-        self.workers = Workers(self.settings, self.spec, self.chunker, is_big(len(todo), self.todo_bytes),
-                               self.pdf_password)
+        images = sum(file_type_of(path) in IMAGE_TYPES for path, _ in todo)
+        self.workers = Workers(self.settings, self.spec, self.chunker,
+                               is_big(len(todo), self.todo_bytes, images))
         self.stages.prepare_in_workers = bool(self.workers.processes)
         try:
             if todo:
@@ -222,7 +229,8 @@ class _Run:
                 self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
                 continue
             record = self.records.get(str(path))
-            if not force and record and record.sha256 == digest and record.chunking == self.chunker.signature:
+            if (not force and record and record.sha256 == digest and record.chunking == self.chunker.signature
+                    and not _unread_scan(record)):
                 self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
             else:
                 todo.append((path, digest))
@@ -454,7 +462,7 @@ class _Run:
                 file_type=loaded.file_type, sha256=loaded.sha256, chunk=chunk.index, start=shown.start,
                 end=shown.end, tokens=chunk.tokens, heading=chunk.text if chunk.section is not None else None,
                 section=chunk.section, page=doc.page, language=doc.language or None, sheet=doc.sheet,
-                chapter=doc.chapter,
+                chapter=doc.chapter, ocr=doc.ocr or None,
             ).to_metadata())
         vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
                    else np.zeros((0, self.embedder.dimension or 1), np.float32))
@@ -471,7 +479,7 @@ class _Run:
             source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
             chunks=len(item.pieces), tokens=sum(c.tokens for _, c in item.pieces), pages=loaded.pages,
             size=loaded.size, chunking=self.chunker.signature, ingested_at=now(),
-            warnings="; ".join(loaded.warnings), language=loaded.language,
+            warnings="; ".join(loaded.warnings), language=loaded.language, ocr_parts=loaded.ocr_parts or None,
         )
         return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records,
                              earlier=earlier)

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from .chunking import Chunk, Chunker, ChunkerSpec
 from .documents import Document, LoadedFile
-from .formats import load, marks_headings
+from .formats import ReadOptions, load, marks_headings
 from .processes import give_back_memory, process_pool
 from .settings import Settings
 
@@ -19,10 +19,10 @@ Prepared = tuple[LoadedFile, list[tuple[Document, Chunk]], float]
 Result = TypeVar("Result")
 
 
-def prepare(path: Path, sha256: str, chunker: Chunker, pdf_password: str | None = None) -> Prepared:
+def prepare(path: Path, sha256: str, chunker: Chunker, options: ReadOptions | None = None) -> Prepared:
     """Read and chunk one file (CPU-bound: runs in a worker); also returns the CPU seconds reading took."""
     started = time.thread_time()
-    loaded = load(path, sha256=sha256, pdf_password=pdf_password)
+    loaded = load(path, sha256=sha256, options=options)
     parse_cpu = time.thread_time() - started
     pieces = []
     for doc in loaded.documents:
@@ -40,9 +40,10 @@ def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float, f
     return result, time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def is_big(files: int, size: int) -> bool:
-    """Worth worker processes (each costs a second or two to start and load a tokenizer)."""
-    return files >= 32 or size >= 8 * 1024 * 1024
+def is_big(files: int, size: int, images: int = 0) -> bool:
+    """Worth worker processes (each costs a second or two to start and load a tokenizer). An image costs
+    seconds of OCR, as much CPU as a few dozen text files: a few of them are worth the processes too."""
+    return files + 8 * images >= 32 or size >= 8 * 1024 * 1024
 
 
 class Workers:
@@ -50,11 +51,16 @@ class Workers:
     for big runs (or when --workers says so), one thread for small ones (starting a process costs more than
     a few files take)."""
 
-    def __init__(self, settings: Settings, spec: ChunkerSpec, chunker: Chunker, big: bool,
-                 pdf_password: str | None) -> None:
-        self.chunker, self.pdf_password = chunker, pdf_password
+    def __init__(self, settings: Settings, spec: ChunkerSpec, chunker: Chunker, big: bool) -> None:
+        self.chunker = chunker
         wanted = settings.workers or min(os.cpu_count() or 1, 4)
         self.processes = wanted if wanted > 1 and (settings.workers > 1 or big) else 0
+        # One OCR thread per worker process (one process per core); the one parsing thread of a small run
+        # may use the cores.
+        self.options = ReadOptions(
+            password=settings.pdf_password.get_secret_value() if settings.pdf_password else None,
+            ocr=settings.ocr, ocr_threads=1 if self.processes else min(os.cpu_count() or 1, 4),
+            ocr_engine=settings.ocr_engine, ocr_languages=settings.ocr_languages)
         self.pool: Executor = (process_pool("kb-parse", wanted, _init_worker, (spec,)) if self.processes
                                else ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare"))
 
@@ -62,8 +68,8 @@ class Workers:
         """`prepare` of one file, timed, in a worker."""
         loop = asyncio.get_running_loop()
         if self.processes:
-            return loop.run_in_executor(self.pool, _prepare_in_worker, path, sha256, self.pdf_password)
-        return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.pdf_password)
+            return loop.run_in_executor(self.pool, _prepare_in_worker, path, sha256, self.options)
+        return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.options)
 
     def close(self) -> None:
         self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
@@ -78,9 +84,9 @@ def _init_worker(spec: ChunkerSpec) -> None:
     _worker_chunker = spec.build()
 
 
-def _prepare_in_worker(path: Path, sha256: str, pdf_password: str | None) -> tuple[Prepared, float, float]:
+def _prepare_in_worker(path: Path, sha256: str, options: ReadOptions) -> tuple[Prepared, float, float]:
     assert _worker_chunker is not None
     try:
-        return timed(prepare, path, sha256, _worker_chunker, pdf_password)
+        return timed(prepare, path, sha256, _worker_chunker, options)
     finally:
         give_back_memory()

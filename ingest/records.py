@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 DOCS_SUFFIX = ".docs"
 SCHEMA = 1  # the layout's version, recorded as `kb_schema` in each chunk collection's metadata
+# The warning kb 0.1 recorded, with no chunks, for a scanned PDF it could not read: such records are read again.
+LEGACY_SCAN_WARNING = "no text layer (scanned PDF?)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class DocumentRecord:
     ingested_at: str
     warnings: str = ""
     language: str | None = None  # not written before kb recorded languages: None
+    ocr_parts: int | None = None  # pages read by OCR (written only when there are any)
 
     @property
     def id(self) -> str:
@@ -100,6 +103,7 @@ class ChunkMetadata:
     language: str | None = None  # ISO 639-1, when it could be told
     sheet: str | None = None  # spreadsheets: the sheet's name
     chapter: str | None = None  # e-books: the chapter's title
+    ocr: bool | None = None  # True when the text was read by OCR (written only then)
 
     def to_metadata(self) -> dict[str, Any]:
         """As stored: keys with no value are left out (Chroma keeps no None)."""

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .ocr import OcrEngine, OcrMode
 from .shards import Shard
 
 InstructionName = Literal["auto", "qwen3", "e5", "input-type", "none"]
@@ -126,6 +127,13 @@ class Settings(BaseSettings):
     eval_dir: Path = Path("data")
     # Opens encrypted PDFs (the user password). A secret: environment or config file, never a flag.
     pdf_password: SecretStr | None = None
+    # Which pages OCR reads (ingest.ocr): auto, PDF pages without a text layer and images; always, every
+    # page (a text layer that is garbage); never, none (scans then fail, saying so).
+    ocr: OcrMode = "auto"
+    # The OCR engine: rapidocr (in the wheel; Chinese and English) or tesseract (Debian's tesseract-ocr, when
+    # installed), and Tesseract's language packs joined by "+".
+    ocr_engine: OcrEngine = "rapidocr"
+    ocr_languages: str = Field(default="eng+chi_sim", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
 
     # Which files. `shard` I/N: this worker takes only the files of shard I of N (ingest.shards).
     shard: str | None = None

@@ -39,6 +39,7 @@ class SearchResult:
     heading: str | None = None  # the heading that matched, when the passage was found by its section's heading
     sheet: str | None = None  # a spreadsheet's sheet (its number is `page`)
     chapter: str | None = None  # an e-book's chapter (its number is `page`)
+    ocr: bool = False  # the passage was read by OCR from a scan or a photo
     # Each stage's view of the passage (None: the stage did not run, or did not find it). `score` is the
     # last stage's: rerank, else fused (hybrid), else dense cosine similarity.
     dense_rank: int | None = None
@@ -308,7 +309,7 @@ class Searcher:
         return SearchResult(
             rank=rank, score=score, text=c.chunk.text, source=meta.source, page=meta.page, chunk_id=c.chunk.id,
             title=meta.title, file_type=meta.file_type, start=meta.start, end=meta.end, language=meta.language,
-            heading=c.heading, sheet=meta.sheet, chapter=meta.chapter,
+            heading=c.heading, sheet=meta.sheet, chapter=meta.chapter, ocr=bool(meta.ocr),
             dense_rank=c.dense_rank, dense_score=c.dense_score, lexical_rank=c.lexical_rank,
             lexical_score=c.lexical_score, fused_score=round(c.fused, 6) if mode == "hybrid" else None,
             rerank_score=c.rerank_score,

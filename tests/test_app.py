@@ -429,3 +429,36 @@ def test_office_files_upload_and_cards_name_the_slide_and_sheet(app_env):
     table = at.dataframe[0].value
     assert dict(zip(table["name"], table["type"])) == {"tour.pptx": "pptx", "tides.xlsx": "xlsx"}
     assert dict(zip(table["name"], table["parts"])) == {"tour.pptx": "2 slides", "tides.xlsx": "1 sheet"}
+
+
+@pytest.mark.slow
+def test_a_photo_uploads_through_ocr_and_its_card_says_so(app_env):
+    """A photo of a page is read by OCR: the card and the Library say so. With OCR set to never on the
+    Upload page, a scan is not added, and the table says why."""
+    from tests.rigs import scans
+
+    photo = scans.photo_of(scans.page_image(scans.ENGLISH_PAGE_LINES), app_env / "lighthouse.jpg")
+    at = start()
+    upload(at, [("lighthouse.jpg", photo.read_bytes(), "image/jpeg")])
+    assert at.success[0].value == "Done: 1 files.", [e.value for e in at.error]
+
+    go(at, "Search")
+    at.text_input(key="query").set_value("What lens did lighthouse keepers use?").run()
+    card = next(b for b in bodies(at) if 'class="kb-head"' in b)
+    assert "lighthouse.jpg" in card and "read by OCR" in card, card
+    assert any("Read by OCR" in caption.value for caption in at.caption)
+
+    go(at, "Library")
+    table = at.dataframe[0].value
+    assert dict(zip(table["name"], table["type"])) == {"lighthouse.jpg": "jpeg"}
+    assert list(table["parts"]) == ["read by OCR"]
+
+    go(at, "Upload")
+    at.radio(key="ocr").set_value("never").run()
+    scan = scans.image_only_pdf([scans.page_image(scans.ENGLISH_PAGE_LINES)], app_env / "scan.pdf")
+    at.get("file_uploader")[0].set_value([("scan.pdf", scan.read_bytes(), "application/pdf")]).run()
+    at.button(key="ingest").click().run()
+    assert not at.exception, at.exception
+    assert "1 of 1 files were not added" in at.error[0].value
+    row = at.dataframe[0].value.iloc[0]
+    assert row["outcome"] == "failed" and "no text layer; OCR off" in row["detail"], row

@@ -246,7 +246,7 @@ def test_a_format_plugs_in_by_registering_its_suffixes(tmp_path):
     from ingest.documents import whole_file
 
     @formats.register("note", ".note", ".notes")
-    def load_note(path, *, file_type, sha256, password):
+    def load_note(path, *, file_type, sha256, options):
         text = path.read_text()
         return whole_file(str(path), file_type, "a note", sha256_of(path), len(text), text.upper(), [])
 

@@ -8,19 +8,37 @@ kb cannot read raises LoadError with the reason, and callers go on with the next
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple, Protocol
 
 from ..documents import LoadedFile
 from ..errors import LoadError
+from ..ocr import Ocr, OcrEngine, OcrMode, TesseractOcr, engine
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How files are read: the password of encrypted PDFs, and which pages OCR reads, with which engine
+    (`ingest.ocr`)."""
+
+    password: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
+    ocr: OcrMode = "auto"
+    ocr_threads: int = 1  # threads of this process's OCR engine
+    ocr_engine: OcrEngine = "rapidocr"
+    ocr_languages: str = "eng+chi_sim"  # Tesseract's language packs
+
+    def engine(self) -> Ocr | TesseractOcr:
+        """This process's OCR engine for these options. Raises OcrUnavailable when it cannot run here."""
+        return engine(self.ocr_threads, self.ocr_engine, self.ocr_languages)
 
 
 class Loader(Protocol):
-    """Reads one file of `file_type`. `sha256` is the hash the run listed the file with (None: not listed);
-    `password` opens an encrypted file. Raises LoadError for a file it cannot read."""
+    """Reads one file of `file_type`. `sha256` is the hash the run listed the file with (None: not listed).
+    Raises LoadError for a file it cannot read."""
 
-    def __call__(self, path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile: ...
+    def __call__(self, path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile: ...
 
 
 class Format(NamedTuple):
@@ -76,7 +94,7 @@ def loader_for(path: str | Path) -> Format | None:
     return _FORMATS.get(Path(path).suffix.lower())
 
 
-def load(path: str | Path, sha256: str | None = None, pdf_password: str | None = None) -> LoadedFile:
+def load(path: str | Path, sha256: str | None = None, options: ReadOptions | None = None) -> LoadedFile:
     """Read one file. Raises LoadError with the reason when it cannot be read."""
     path = Path(path)
     source = str(path)
@@ -84,7 +102,8 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
     if found is None:
         raise LoadError(source, f"unsupported file type {path.suffix or '(none)'!r}")
     try:
-        return found.loader(path, file_type=found.file_type, sha256=sha256, password=pdf_password)
+        return found.loader(path, file_type=found.file_type, sha256=sha256,
+                            options=options or ReadOptions())
     except IsADirectoryError:
         raise LoadError(source, "is a folder, not a file") from None
     except PermissionError:
@@ -96,4 +115,4 @@ def load(path: str | Path, sha256: str | None = None, pdf_password: str | None =
 
 
 # Each module registers its suffixes when imported; they need `register` above, hence at the bottom.
-from . import epub, html, mail, pdf, rtf, sheets, slides, text, word  # noqa: E402, F401
+from . import epub, html, image, mail, pdf, rtf, sheets, slides, text, word  # noqa: E402, F401

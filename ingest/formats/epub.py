@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from ..documents import Document, LoadedFile, changed_since_listed, sha256_of_stream
 from ..errors import LoadError
 from ..language import detect_language
-from . import archive, register
+from . import ReadOptions, archive, register
 from .html import html_to_text
 from .text import decode
 
@@ -31,7 +31,7 @@ _PAGEBREAK = re.compile(r"""<(\w+)\b[^>]*?\b(?:epub:type|role)=["'](?:doc-)?page
 
 
 @register("epub", ".epub", parts="chapter", headings=True)
-def load_epub(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_epub(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     source = str(path)
     with open(path, "rb") as handle:
         digest = sha256_of_stream(handle)

@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 from ..documents import LoadedFile, whole_file
-from . import register
+from . import ReadOptions, register
 from .text import read_text
 
 
 @register("html", ".html", ".htm", ".xhtml", headings=True)
-def load_html(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_html(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     text, digest, size, warnings = read_text(path, sha256)
     title, text = html_to_text(text)
     return whole_file(str(path), file_type, title or path.stem, digest, size, text, warnings)

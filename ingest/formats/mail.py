@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..documents import LoadedFile, changed_since_listed, whole_file
 from ..errors import LoadError
-from . import register
+from . import ReadOptions, register
 from .html import html_to_text
 from .text import decode
 
@@ -31,7 +31,7 @@ _MAX_DEPTH = 3  # forwarded messages inside forwarded messages, read this deep
 
 
 @register("eml", ".eml", headings=True)  # its sections: "# Attachment: NAME"; an HTML body's headings
-def load_eml(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_eml(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     source = str(path)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()

@@ -1,7 +1,8 @@
-"""PDF: one document per page, read with pypdf while keeping its memory bounded.
+"""PDF: one document per page, read with pypdf while keeping its memory bounded; scanned pages by OCR.
 
 pypdf keeps whatever it parses; kb walks the page tree itself, drops each page's content from pypdf's
-cache once read, and strips line art from huge pages before extracting their text.
+cache once read, and strips line art from huge pages before extracting their text. Pages without a text
+layer (or every page, with `--ocr always`) are rendered by pypdfium2 and read by `ingest.ocr`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..documents import Document, LoadedFile, changed_since_listed, sha256_of_stream
-from ..errors import LoadError
+from ..errors import LoadError, OcrUnavailable
 from ..language import detect_language
-from . import register
+from ..ocr import READ_SIDE, SCANNED_BELOW
+from . import ReadOptions, register
 
 
 @register("pdf", ".pdf")
-def load_pdf(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_pdf(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     with open(path, "rb") as handle:
-        return _load_pdf_file(str(path), handle, sha256, password)
+        return _load_pdf_file(str(path), handle, sha256, options)
 
 
 class _PypdfMessages(logging.Handler):
@@ -57,13 +59,13 @@ class _PypdfMessages(logging.Handler):
         return f"pypdf reported {len(self.messages)} problem(s) it worked around (first: {first})"
 
 
-def _load_pdf_file(source: str, handle: BinaryIO, sha256: str | None, password: str | None) -> LoadedFile:
+def _load_pdf_file(source: str, handle: BinaryIO, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """pypdf reads from the open file what it needs: a big PDF is not held in memory whole. The hash is of
     the file as opened; one written to while pypdf reads it (its text a mix of two versions) is refused."""
     before = os.fstat(handle.fileno())
     digest = sha256_of_stream(handle)
     handle.seek(0)
-    loaded = _load_pdf(source, handle, before.st_size, digest, password)
+    loaded = _load_pdf(source, handle, before.st_size, digest, options)
     if _version(os.fstat(handle.fileno())) != _version(before):
         raise LoadError(source, "changed while kb was reading it: nothing stored from it; run kb ingest again")
     loaded.warnings[:0] = changed_since_listed(sha256, digest)
@@ -74,9 +76,9 @@ def _version(status: os.stat_result) -> tuple[int, int, int]:
     return status.st_size, status.st_mtime_ns, status.st_ctime_ns
 
 
-def _load_pdf(source: str, stream: BinaryIO, size: int, digest: str, password: str | None) -> LoadedFile:
+def _load_pdf(source: str, stream: BinaryIO, size: int, digest: str, options: ReadOptions) -> LoadedFile:
     with _PypdfMessages() as messages:
-        loaded = _read_pdf(source, stream, size, digest, password)
+        loaded = _read_pdf(source, stream, size, digest, options)
     summary = messages.summary()
     if summary:
         loaded.warnings.append(summary)
@@ -193,27 +195,101 @@ def _forget(reader, page) -> None:  # noqa: ANN001 - pypdf types
         reader.resolved_objects.clear()
 
 
-def _read_pdf(source: str, stream: BinaryIO, size: int, digest: str, password: str | None) -> LoadedFile:
-    reader, tree = _open(source, stream, password)
+def _read_pdf(source: str, stream: BinaryIO, size: int, digest: str, options: ReadOptions) -> LoadedFile:
+    reader, tree = _open(source, stream, options.password)
     title = _title(reader) or Path(source).stem
-    documents: list[Document] = []
-    failed_pages: list[int] = []
+    layer: dict[int, str] = {}  # page number -> its text layer, for the pages pypdf could read
     for number, (ref, inherited) in enumerate(tree, start=1):
         try:
-            text = _page_text(reader, ref, inherited)
+            layer[number] = _page_text(reader, ref, inherited)
         except Exception:  # pypdf raises a wide range on a damaged page: the other pages are still read
-            failed_pages.append(number)
             continue
+    failed = [number for number in range(1, len(tree) + 1) if number not in layer]
+    scanned = [number for number, text in layer.items() if len("".join(text.split())) < SCANNED_BELOW]
+    wanted = {"auto": scanned + failed, "always": list(range(1, len(tree) + 1)), "never": []}[options.ocr]
+    read, unavailable = _ocr(source, stream, sorted(wanted), options)
+    documents: list[Document] = []
+    for number in range(1, len(tree) + 1):
+        text, ocr = layer.get(number, ""), False
+        if read.get(number) and (options.ocr == "always" or len(read[number]) > len(text)):
+            text, ocr = read[number], True
         if text:
-            documents.append(Document(source, "pdf", title, digest, text, number, detect_language(text)))
-    if failed_pages and not documents:
-        raise LoadError(source, f"no page of the PDF could be read (pages {failed_pages[:5]}...)")
-    warnings = []
-    if failed_pages:
-        warnings.append(f"pages {', '.join(map(str, failed_pages))} could not be read")
+            documents.append(Document(source, "pdf", title, digest, text, number, detect_language(text), ocr=ocr))
+    found = {doc.page for doc in documents}
+    failed = [number for number in failed if number not in found]
+    missed = [number for number in scanned if number not in found]  # no text layer, and none from OCR
     if not documents:
-        warnings.append("no text layer (scanned PDF?): nothing to index")
+        raise LoadError(source, _nothing_read(failed, missed, options, unavailable))
+    warnings = []
+    if failed:
+        warnings.append(f"pages {_numbers(failed)} could not be read")
+    if missed:
+        why = ("OCR off (--ocr never, KB_OCR=never)" if options.ocr == "never" else unavailable
+               or "OCR found no text")
+        warnings.append(f"pages {_numbers(missed)} have no text layer; {why}: not indexed")
     return LoadedFile(source, "pdf", title, digest, size, documents, len(tree), warnings)
+
+
+def _nothing_read(failed: list[int], missed: list[int], options: ReadOptions, unavailable: str | None) -> str:
+    """Why a PDF gave no text at all."""
+    if not missed:
+        return f"no page of the PDF could be read (pages {_numbers(failed)})"
+    if options.ocr == "never":
+        return "no text layer; OCR off (--ocr never, KB_OCR=never): nothing to index"
+    return f"no text layer; {unavailable}" if unavailable else "no text layer, and OCR found no text: nothing to index"
+
+
+def _numbers(pages: list[int]) -> str:
+    """Page numbers as a reader writes them: "3-5, 9" (the first ten runs, then how many more)."""
+    runs: list[list[int]] = []
+    for number in pages:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in runs[:10]]
+    return ", ".join(shown) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
+
+
+def _ocr(source: str, stream: BinaryIO, pages: list[int], options: ReadOptions) -> tuple[dict[int, str], str | None]:
+    """OCR of `pages` (numbered from 1), rendered by pypdfium2 at the size the engine reads. Returns the
+    text of each, and why OCR could not run (None when it could)."""
+    if not pages:
+        return {}, None
+    import pypdfium2
+
+    try:
+        ocr = options.engine()
+    except OcrUnavailable as exc:
+        return {}, str(exc)
+    stream.seek(0)
+    try:
+        document = pypdfium2.PdfDocument(stream, password=options.password)
+    except pypdfium2.PdfiumError as exc:
+        return {}, f"the page images could not be rendered ({exc})"
+    read: dict[int, str] = {}
+    try:
+        for number in pages:
+            if number > len(document):
+                break
+            page = document[number - 1]
+            try:
+                width, height = page.get_size()
+                # At most READ_SIDE pixels a side whatever the page's size (a poster cannot be a pixel
+                # bomb); up to 300 dpi for small pages (receipts, cards).
+                scale = min(300 / 72, READ_SIDE / max(width, height, 1.0))
+                image = page.render(scale=scale).to_pil()
+            except pypdfium2.PdfiumError:
+                continue
+            finally:
+                page.close()
+            try:
+                read[number] = ocr.read(image).strip()
+            except OcrUnavailable as exc:  # the engine failed (Tesseract's program): the pages left unread
+                return read, str(exc)
+    finally:
+        document.close()
+    return read, None
 
 
 def _open(source: str, stream: BinaryIO, password: str | None) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from ..documents import LoadedFile, changed_since_listed, whole_file
 from ..errors import LoadError
-from . import register
+from . import ReadOptions, register
 
 _CODE_PAGE = re.compile(rb"\\ansicpg(\d{3,5})")
 _TITLE = re.compile(r"\{\\title\s?([^{}]*)\}")
 
 
 @register("rtf", ".rtf")
-def load_rtf(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_rtf(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """An RTF file as one document; a file that does not start as RTF is refused, not read as garbage."""
     from striprtf.striprtf import rtf_to_text
 

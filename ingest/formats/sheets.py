@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..documents import Document, LoadedFile, changed_since_listed, sha256_of_stream
 from ..errors import LoadError
 from ..language import detect_language
-from . import archive, register
+from . import ReadOptions, archive, register
 from .text import decode
 
 # A row or cell that an OpenDocument file repeats (table:number-*-repeated) is written out at most this many
@@ -90,7 +90,7 @@ def _loaded(path: Path, file_type: str, title: str, digest: str, size: int, shee
 
 
 @register("xlsx", ".xlsx", ".xlsm", parts="sheet", headings=True)
-def load_xlsx(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_xlsx(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """An Excel workbook, streamed sheet by sheet and row by row."""
     source = str(path)
     with archive.open_zip(path, "Excel workbook") as zipped:
@@ -125,7 +125,7 @@ def _xlsx_sheets(book: Any, source: str) -> Iterator[tuple[str, str]]:  # noqa: 
 
 
 @register("ods", ".ods", parts="sheet", headings=True)
-def load_ods(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_ods(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """An OpenDocument spreadsheet (LibreOffice Calc)."""
     source = str(path)
     with archive.open_zip(path, "OpenDocument spreadsheet") as zipped:
@@ -174,7 +174,7 @@ def _ods_value(cell: Any) -> Any:  # noqa: ANN401 - an odfdo Cell and its value
 
 
 @register("csv", ".csv", parts="sheet", headings=True)
-def load_csv(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_csv(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """A CSV file: one sheet named after the file; its delimiter sniffed (comma when it cannot be told)."""
     source = str(path)
     data = path.read_bytes()

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 from ..documents import Document, LoadedFile
 from ..errors import LoadError
 from ..language import detect_language
-from . import archive, register
+from . import ReadOptions, archive, register
 
 _PPTX = "PowerPoint presentation"
 # Titles that PowerPoint, LibreOffice and python-pptx's template write into a deck's properties by default:
@@ -44,14 +44,14 @@ class _Slide:
 
 
 @register("pptx", ".pptx", parts="slide", headings=True)
-def load_pptx(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_pptx(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     data, digest, warnings = archive.read_checked(path, _PPTX, sha256)
     title, slides = _pptx_slides(str(path), data)
     return _deck(str(path), file_type, title or path.stem, digest, len(data), slides, warnings)
 
 
 @register("odp", ".odp", parts="slide", headings=True)
-def load_odp(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_odp(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     data, digest, warnings = archive.read_checked(path, _ODP, sha256)
     title, slides = _odp_slides(str(path), data)
     return _deck(str(path), file_type, title or path.stem, digest, len(data), slides, warnings)

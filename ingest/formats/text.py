@@ -9,13 +9,13 @@ from typing import Iterable
 
 from ..documents import LoadedFile, changed_since_listed, whole_file
 from ..errors import LoadError
-from . import register
+from . import ReadOptions, register
 
 
 @register("txt", ".txt", ".text")
 @register("md", ".md", ".markdown", headings=True)
 @register("rst", ".rst", headings=True)
-def load_text(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_text(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     text, digest, size, warnings = read_text(path, sha256)
     title = _text_title(text, file_type) or path.stem
     return whole_file(str(path), file_type, title, digest, size, text, warnings)

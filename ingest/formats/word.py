@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from ..documents import LoadedFile, whole_file
 from ..errors import LoadError
-from . import register
+from . import ReadOptions, register
 from .archive import read_checked
 
 _HEADING_STYLE = re.compile(r"heading ([1-9])", re.I)
@@ -65,7 +65,7 @@ def _first_heading(text: str) -> str | None:
 
 
 @register("docx", ".docx", headings=True)
-def load_docx(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_docx(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """A Word document: headings by style, paragraphs and tables in order, the title from its properties."""
     import docx
     from docx.opc.exceptions import OpcError
@@ -154,7 +154,7 @@ _ODT_SKIP = {"text:sequence-decls", "office:forms", "table:table-columns", "tabl
 
 
 @register("odt", ".odt", headings=True)
-def load_odt(path: Path, *, file_type: str, sha256: str | None, password: str | None) -> LoadedFile:
+def load_odt(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
     """An OpenDocument text: headings by outline level, paragraphs, lists and tables in order."""
     from lxml import etree
     from odfdo import Document

@@ -27,6 +27,8 @@ from kb_app.cli.options import (
     InstructionName,
     MaxInFlight,
     Model,
+    Ocr,
+    OcrEngine,
     Overlap,
     QueryTask,
     Tokenizer,
@@ -63,6 +65,8 @@ def ingest_command(
         help="Requests in flight per endpoint; 0 learns it from the server's latency [0]")] = None,
     max_in_flight: MaxInFlight = None,
     workers: Workers = None,
+    ocr: Ocr = None,
+    ocr_engine: OcrEngine = None,
     lock_wait: Annotated[Optional[float], typer.Option(
         help="Seconds to wait while another process writes to the same embedded store [600]")] = None,
     as_json: AsJson = False,
@@ -75,7 +79,8 @@ def ingest_command(
         chroma_database=chroma_database, include=include, exclude=exclude, instruction=instruction,
         query_task=query_task, dimensions=dimensions, tokenizer=tokenizer, batch_inputs=batch_inputs,
         batch_tokens=batch_tokens, in_flight=in_flight, max_in_flight=max_in_flight, workers=workers,
-        lock_wait=lock_wait, shard=shard,
+        lock_wait=lock_wait, shard=shard, ocr=ocr,
+        ocr_engine=ocr_engine,
     )
     try:
         with RichProgress(err) as progress:

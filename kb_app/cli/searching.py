@@ -71,6 +71,7 @@ def search_command(
         snippet = " ".join(result.text.split())
         snippet = snippet[:SNIPPET] + ("…" if len(snippet) > SNIPPET else "")
         matched = f"  [dim](heading: {escape(result.heading)})[/]" if result.heading else ""
+        matched += "  [dim](read by OCR)[/]" if result.ocr else ""
         out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]{matched}")
         if response.mode != "dense":
             out.print(f"   [dim]{escape(result.stages())}[/]", highlight=False)

@@ -57,10 +57,13 @@ def document_rows(documents: dict[str, DocumentRecord]) -> list[dict[str, Any]]:
 
 
 def parts_of(record: DocumentRecord) -> str:
-    """"12 pages", "1 slide", "3 sheets"; empty for a file read whole."""
+    """"12 pages", "1 slide", "3 sheets", "4 pages, 2 by OCR", "read by OCR"; empty for a file read whole."""
     if record.pages is None:
+        if record.ocr_parts:
+            return "read by OCR"
         return ""
-    return f"{record.pages} {part_name(record.file_type)}{'s' if record.pages != 1 else ''}"
+    parts = f"{record.pages} {part_name(record.file_type)}{'s' if record.pages != 1 else ''}"
+    return parts + (f", {record.ocr_parts} by OCR" if record.ocr_parts else "")
 
 
 def length_histogram(lengths: list[int]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ CARD_STYLE = """
 .kb-head { font-size: 0.95rem; margin-bottom: 0.2rem; }
 .kb-score { font-family: monospace; color: #555; }
 .kb-source { color: #2e6b30; }
+.kb-ocr { background: #e8eefc; color: #1f3c88; border-radius: 4px; padding: 0 4px; font-size: 0.8rem; }
 .kb-stages { font-family: monospace; font-size: 0.8rem; color: #666; margin-bottom: 0.2rem; }
 </style>
 """

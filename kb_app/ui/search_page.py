@@ -40,12 +40,16 @@ def show_result(result: SearchResult, query: str, finder: Searcher) -> None:
             f'<span class="kb-source">{html.escape(where)}</span>'
             + (f' &middot; <span class="kb-heading">matched the heading “{html.escape(result.heading)}”</span>'
                if result.heading else "")
+            + (' &middot; <span class="kb-ocr" title="The text was read by OCR from a scan or a photo: check '
+               'names and figures against the page.">read by OCR</span>' if result.ocr else "")
             + "</div>"
             + (f'<div class="kb-stages">{html.escape(result.stages())}</div>' if result.fused_score is not None
                or result.rerank_score is not None else "")
         )
         preview = result.text if len(result.text) <= 600 else result.text[:600] + " …"
         show_text(preview, query)
+        if result.ocr:
+            st.caption("Read by OCR from a scan or a photo: check names and figures against the page.")
         with st.expander("Full chunk and its neighbours"):
             st.caption(html.escape(result.source))
             for text in finder.neighbours(result) or [result.text]:

@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from ingest.formats import SUFFIXES
+from ingest.ocr import OCR_MODES
 from ingest.report import FileOutcome
 from ingest.settings import Settings
 from kb_app import uploads
@@ -56,17 +57,21 @@ class StreamlitProgress:
 def upload_page(current: Settings) -> None:
     st.header("Upload")
     st.write(
-        f"Drop PDF, text, Markdown, HTML or reStructuredText files (up to {current.max_upload_files} at once, "
+        "Drop documents: PDF, Word, PowerPoint, Excel, OpenDocument, EPUB, RTF, CSV, e-mail, HTML, Markdown, "
+        f"text, and scans or photos of pages (up to {current.max_upload_files} files at once, "
         f"{current.max_upload_mb} MB each). They are kept in `{current.upload_dir}` and added to "
         f"**{current.collection}**."
     )
+    ocr = st.radio("Read by OCR", OCR_MODES, index=OCR_MODES.index(current.ocr), horizontal=True, key="ocr",
+                   help="auto: scanned PDF pages and images; always: every page (when a PDF's text layer is "
+                        "garbage); never: none, so scans fail (KB_OCR sets the default).")
     round_ = st.session_state.setdefault("upload_round", 0)
     files = st.file_uploader(
         "Documents", type=sorted(suffix.lstrip(".") for suffix in SUFFIXES),
         accept_multiple_files=True, key=f"uploader-{round_}",
     )
     if files and st.button(f"Ingest {len(files)} file{'s' if len(files) > 1 else ''}", type="primary", key="ingest"):
-        ingest_uploads(current, files)
+        ingest_uploads(current.model_copy(update={"ocr": ocr}), files)
         st.session_state["upload_round"] = round_ + 1  # a fresh, empty uploader for the next batch
     report = st.session_state.get("upload_report")
     if report:

@@ -1,0 +1,181 @@
+"""Text from pictures of pages (scanned PDF pages, photos, scanned images), read by OCR.
+
+Two engines. RapidOCR, the default: PP-OCRv4's Chinese-and-English models on onnxruntime, shipped inside the
+rapidocr-onnxruntime wheel, so nothing is downloaded at run time; building one takes a fraction of a second
+and about half a gigabyte, so each process builds its engine on first use and keeps it. Tesseract, when
+installed (Debian's tesseract-ocr and its language packs), with `KB_OCR_ENGINE=tesseract`: better on English
+(it keeps the spaces RapidOCR drops), weaker on Chinese. docs/benchmarks.md compares them on the same scans.
+Files are read in the parsing workers, so OCR runs there, beside the embedder rather than in front of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import statistics
+import subprocess
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
+
+from .errors import OcrUnavailable
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# auto: pages with no text layer, and images; always: every page, the text layer ignored; never: none.
+OcrMode = Literal["auto", "always", "never"]
+OCR_MODES: tuple[str, ...] = get_args(OcrMode)
+OcrEngine = Literal["rapidocr", "tesseract"]
+
+# Pixels kb will decode from one image, or render from one PDF page. An A3 page scanned at 600 dpi is 70
+# million; past this bound, an image is a decompression bomb (or a poster) and is refused unread.
+MAX_PIXELS = 80_000_000
+# The longest side of what the engine reads: RapidOCR scales anything longer down to this itself, so
+# decoding or rendering more only costs memory.
+READ_SIDE = 2000
+# A PDF page whose text layer has fewer visible characters than this is read as a scan in `auto` mode (a
+# scanner's stamp or a page number is not a text layer).
+SCANNED_BELOW = 16
+
+
+class Ocr:
+    """Reads the text of page images with RapidOCR. One per process (`engine`), as loading the models is the
+    costly part."""
+
+    def __init__(self, threads: int = 1) -> None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:  # Python 3.13+, where rapidocr-onnxruntime 1.4 does not install
+            raise OcrUnavailable(f"rapidocr-onnxruntime cannot be imported ({exc})") from None
+        # Threads per engine: the parsing workers are one process per core, each with its own engine.
+        self._engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
+
+    def read(self, image: Image) -> str:
+        """The text of one page image, line by line in reading order, paragraphs apart by a blank line."""
+        import numpy as np
+
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        found, _ = self._engine(np.asarray(rgb)[:, :, ::-1])  # the engine takes OpenCV's BGR order
+        return lines_to_text(found or [])
+
+
+class TesseractOcr:
+    """Reads the text of page images with the `tesseract` program, one run per page (its Python bindings
+    must be compiled against it), in `languages` ("eng+chi_sim")."""
+
+    def __init__(self, languages: str = "eng+chi_sim", threads: int = 1) -> None:
+        self.program = shutil.which("tesseract")
+        if self.program is None:
+            raise OcrUnavailable("the tesseract program is not installed (apt-get install tesseract-ocr "
+                                 "tesseract-ocr-chi-sim), or set KB_OCR_ENGINE=rapidocr")
+        listed = subprocess.run([self.program, "--list-langs"], capture_output=True, text=True, timeout=60)
+        have = set(listed.stdout.split()[1:] if listed.returncode == 0 else [])
+        missing = [name for name in languages.split("+") if name not in have]
+        if missing:
+            raise OcrUnavailable(f"Tesseract has no language pack for {', '.join(missing)} (installed: "
+                                 f"{', '.join(sorted(have)) or 'none'}): install tesseract-ocr-<language>")
+        # Page segmentation 1 detects the page's orientation first (photos taken sideways) when the `osd`
+        # pack is there; 3 is the same without.
+        self.arguments = ["-l", languages, "--psm", "1" if "osd" in have else "3"]
+        self.environment = {**os.environ, "OMP_THREAD_LIMIT": str(threads)}
+
+    def read(self, image: Image) -> str:
+        import io
+
+        png = io.BytesIO()
+        image.save(png, "PNG")
+        done = subprocess.run([self.program, "stdin", "stdout", *self.arguments], input=png.getvalue(),
+                              capture_output=True, timeout=300, env=self.environment)
+        if done.returncode != 0:
+            raise OcrUnavailable(f"tesseract failed: {done.stderr.decode(errors='replace').strip()[-300:]}")
+        return _tidy(done.stdout.decode("utf-8", errors="replace"))
+
+
+def _tidy(text: str) -> str:
+    """Tesseract's page text: paragraphs apart by one blank line, no form feed, no space between two Han
+    characters (its Chinese model spaces them out)."""
+    text = re.sub(r"(?<=[\u3400-\u9fff\u3000-\u303f\uff00-\uffef]) (?=[\u3400-\u9fff\u3000-\u303f\uff00-\uffef])",
+                  "", text.replace("\f", ""))
+    return re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
+
+
+@functools.cache
+def engine(threads: int = 1, name: OcrEngine = "rapidocr", languages: str = "eng+chi_sim") -> Ocr | TesseractOcr:
+    """This process's engine, built on first use. Raises OcrUnavailable when it cannot run here."""
+    if name == "tesseract":
+        return TesseractOcr(languages, threads)
+    return Ocr(threads)
+
+
+class _Line(NamedTuple):
+    left: float
+    top: float
+    right: float
+    bottom: float
+    text: str
+
+
+def lines_to_text(found: list[Any]) -> str:
+    """RapidOCR's lines ([box, text, score]) as text, in reading order (`reading_order`: columns one after
+    the other). A gap taller than most lines, or a jump back up to the next column, starts a paragraph, so
+    the chunker sees the page's paragraphs."""
+    lines = [_Line(min(x for x, _ in box), min(y for _, y in box), max(x for x, _ in box), max(y for _, y in box),
+                   text.strip()) for box, text, _score in found if text.strip()]
+    if not lines:
+        return ""
+    lines = reading_order(lines)
+    usual = statistics.median(line.bottom - line.top for line in lines) or 1.0
+    parts = [lines[0].text]
+    for previous, line in zip(lines, lines[1:]):
+        gap = line.top - previous.bottom
+        parts.append(("\n\n" if gap > 0.8 * usual or gap < -usual else "\n") + line.text)
+    return "".join(parts)
+
+
+def reading_order(lines: list[_Line]) -> list[_Line]:
+    """Lines in the order a reader takes them, by recursive XY-cut: split the page at the widest band of
+    white that no line crosses, across (rows of blocks) or down (columns), and read the parts in order.
+    Sorting by height alone interleaves the lines of two columns."""
+    if len(lines) < 2:
+        return lines
+    across, down = _groups(lines, vertical=True), _groups(lines, vertical=False)
+    if len(across) == 1 and len(down) == 1:
+        return sorted(lines, key=lambda line: (line.top, line.left))
+    if len(down) > 1 and (len(across) == 1 or _widest(down, vertical=False) > _widest(across, vertical=True)):
+        parts = down
+    else:
+        parts = across
+    return [line for part in parts for line in reading_order(part)]
+
+
+def _groups(lines: list[_Line], vertical: bool) -> list[list[_Line]]:
+    """`lines` split where no line spans the gap: along the page's height (`vertical`) or its width."""
+    start, end = ((lambda line: line.top), (lambda line: line.bottom)) if vertical else (
+        (lambda line: line.left), (lambda line: line.right))
+    groups: list[list[_Line]] = []
+    reach = float("-inf")
+    for line in sorted(lines, key=start):
+        if start(line) > reach:
+            groups.append([])
+        groups[-1].append(line)
+        reach = max(reach, end(line))
+    return groups
+
+
+def _widest(groups: list[list[_Line]], vertical: bool) -> float:
+    """The widest white gap between consecutive groups."""
+    if vertical:
+        return max(min(line.top for line in b) - max(line.bottom for line in a) for a, b in zip(groups, groups[1:]))
+    return max(min(line.left for line in b) - max(line.right for line in a) for a, b in zip(groups, groups[1:]))
+
+
+def fit_for_reading(image: Image) -> Image:
+    """`image` scaled down so its longest side is READ_SIDE (the engine would do so itself, after holding
+    the full-size copy), upright as its EXIF says (phone photos), in RGB."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image) or image
+    if max(image.size) > READ_SIDE:
+        image.thumbnail((READ_SIDE, READ_SIDE))
+    return image if image.mode == "RGB" else image.convert("RGB")
