@@ -76,3 +76,16 @@ def sha256_of_stream(handle: BinaryIO) -> str:
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()
+
+
+def pages_phrase(numbers: list[int], part: str = "page") -> str:
+    """Part numbers as a reader writes them: "page 3", "pages 3-5, 9" (the first ten runs, then how many more)."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in runs[:10]]
+    more = f" and {len(runs) - 10} more" if len(runs) > 10 else ""
+    return f"{part}{'s' if len(numbers) > 1 else ''} {', '.join(shown)}{more}"

@@ -35,8 +35,10 @@ MAX_PIXELS = 80_000_000
 # decoding or rendering more only costs memory.
 READ_SIDE = 2000
 # A PDF page whose text layer has fewer visible characters than this is read as a scan in `auto` mode (a
-# scanner's stamp or a page number is not a text layer).
+# scanner's stamp or a page number is not a text layer); one with fewer than SPARSE_BELOW is, when pictures
+# cover at least half of it (a scanner's "Scanned by ..." header over a picture of the page).
 SCANNED_BELOW = 16
+SPARSE_BELOW = 200
 
 
 class Ocr:
@@ -100,35 +102,42 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
 
 
-@functools.cache
 def engine(threads: int = 1, name: OcrEngine = "rapidocr", languages: str = "eng+chi_sim") -> Ocr | TesseractOcr:
     """This process's engine, built on first use. Raises OcrUnavailable when it cannot run here."""
-    if name == "tesseract":
-        return TesseractOcr(languages, threads)
-    return Ocr(threads)
+    return _engine(int(threads), name, languages if name == "tesseract" else "")
+
+
+@functools.cache
+def _engine(threads: int, name: str, languages: str) -> Ocr | TesseractOcr:
+    # Cached on positional, normalised arguments: `engine()` and `engine(threads=1)` are one engine of half a
+    # gigabyte, not two.
+    return TesseractOcr(languages, threads) if name == "tesseract" else Ocr(threads)
 
 
 class _Line(NamedTuple):
-    left: float
+    left: float  # the box's upright extent, for the reading order
     top: float
     right: float
     bottom: float
     text: str
+    start_top: float  # its left edge's ends: a line's height and the gap to the next, true on a turned page
+    start_bottom: float
 
 
 def lines_to_text(found: list[Any]) -> str:
     """RapidOCR's lines ([box, text, score]) as text, in reading order (`reading_order`: columns one after
     the other). A gap taller than most lines, or a jump back up to the next column, starts a paragraph, so
     the chunker sees the page's paragraphs."""
+    # A box is [top left, top right, bottom right, bottom left].
     lines = [_Line(min(x for x, _ in box), min(y for _, y in box), max(x for x, _ in box), max(y for _, y in box),
-                   text.strip()) for box, text, _score in found if text.strip()]
+                   text.strip(), box[0][1], box[3][1]) for box, text, _score in found if text.strip()]
     if not lines:
         return ""
     lines = reading_order(lines)
-    usual = statistics.median(line.bottom - line.top for line in lines) or 1.0
+    usual = statistics.median(line.start_bottom - line.start_top for line in lines) or 1.0
     parts = [lines[0].text]
     for previous, line in zip(lines, lines[1:]):
-        gap = line.top - previous.bottom
+        gap = line.start_top - previous.start_bottom
         parts.append(("\n\n" if gap > 0.8 * usual or gap < -usual else "\n") + line.text)
     return "".join(parts)
 

@@ -11,7 +11,6 @@ import pytest
 from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
 from ingest.records import LEGACY_SCAN_WARNING
-from ingest.settings import load_settings
 from tests.conftest import DATA
 from tests.rigs import scans
 from tests.test_cli import kb

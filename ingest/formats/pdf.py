@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..documents import Document, LoadedFile, changed_since_listed, sha256_of_stream
+from ..documents import Document, LoadedFile, changed_since_listed, pages_phrase, sha256_of_stream
 from ..errors import LoadError, OcrUnavailable
 from ..language import detect_language
-from ..ocr import READ_SIDE, SCANNED_BELOW
+from ..ocr import READ_SIDE, SCANNED_BELOW, SPARSE_BELOW
 from . import ReadOptions, register
 
 
@@ -205,9 +205,12 @@ def _read_pdf(source: str, stream: BinaryIO, size: int, digest: str, options: Re
         except Exception:  # pypdf raises a wide range on a damaged page: the other pages are still read
             continue
     failed = [number for number in range(1, len(tree) + 1) if number not in layer]
-    scanned = [number for number, text in layer.items() if len("".join(text.split())) < SCANNED_BELOW]
-    wanted = {"auto": scanned + failed, "always": list(range(1, len(tree) + 1)), "never": []}[options.ocr]
-    read, unavailable = _ocr(source, stream, sorted(wanted), options)
+    visible = {number: len("".join(text.split())) for number, text in layer.items()}
+    scanned = [number for number, count in visible.items() if count < SCANNED_BELOW]
+    sparse = {number for number, count in visible.items() if SCANNED_BELOW <= count < SPARSE_BELOW}
+    wanted = {"auto": scanned + failed + sorted(sparse), "always": list(range(1, len(tree) + 1)),
+              "never": []}[options.ocr]
+    read, unavailable = _ocr(source, stream, sorted(wanted), options, sparse if options.ocr == "auto" else set())
     documents: list[Document] = []
     for number in range(1, len(tree) + 1):
         text, ocr = layer.get(number, ""), False
@@ -222,38 +225,29 @@ def _read_pdf(source: str, stream: BinaryIO, size: int, digest: str, options: Re
         raise LoadError(source, _nothing_read(failed, missed, options, unavailable))
     warnings = []
     if failed:
-        warnings.append(f"pages {_numbers(failed)} could not be read")
+        warnings.append(f"{pages_phrase(failed)} could not be read")
     if missed:
         why = ("OCR off (--ocr never, KB_OCR=never)" if options.ocr == "never" else unavailable
                or "OCR found no text")
-        warnings.append(f"pages {_numbers(missed)} have no text layer; {why}: not indexed")
+        warnings.append(f"{pages_phrase(missed)} {'has' if len(missed) == 1 else 'have'} no text layer; {why}: "
+                        "not indexed")
     return LoadedFile(source, "pdf", title, digest, size, documents, len(tree), warnings)
 
 
 def _nothing_read(failed: list[int], missed: list[int], options: ReadOptions, unavailable: str | None) -> str:
     """Why a PDF gave no text at all."""
     if not missed:
-        return f"no page of the PDF could be read (pages {_numbers(failed)})"
+        return f"no page of the PDF could be read ({pages_phrase(failed)})"
     if options.ocr == "never":
         return "no text layer; OCR off (--ocr never, KB_OCR=never): nothing to index"
     return f"no text layer; {unavailable}" if unavailable else "no text layer, and OCR found no text: nothing to index"
 
 
-def _numbers(pages: list[int]) -> str:
-    """Page numbers as a reader writes them: "3-5, 9" (the first ten runs, then how many more)."""
-    runs: list[list[int]] = []
-    for number in pages:
-        if runs and number == runs[-1][1] + 1:
-            runs[-1][1] = number
-        else:
-            runs.append([number, number])
-    shown = [f"{a}-{b}" if b > a else str(a) for a, b in runs[:10]]
-    return ", ".join(shown) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
-
-
-def _ocr(source: str, stream: BinaryIO, pages: list[int], options: ReadOptions) -> tuple[dict[int, str], str | None]:
-    """OCR of `pages` (numbered from 1), rendered by pypdfium2 at the size the engine reads. Returns the
-    text of each, and why OCR could not run (None when it could)."""
+def _ocr(source: str, stream: BinaryIO, pages: list[int], options: ReadOptions,
+         if_pictured: set[int]) -> tuple[dict[int, str], str | None]:
+    """OCR of `pages` (numbered from 1), rendered by pypdfium2 at the size the engine reads; those in
+    `if_pictured` only when pictures cover half the page. Returns the text of each, and why OCR could not
+    run (None when it could)."""
     if not pages:
         return {}, None
     import pypdfium2
@@ -275,6 +269,8 @@ def _ocr(source: str, stream: BinaryIO, pages: list[int], options: ReadOptions) 
             page = document[number - 1]
             try:
                 width, height = page.get_size()
+                if number in if_pictured and _pictured(page) < 0.5 * width * height:
+                    continue
                 # At most READ_SIDE pixels a side whatever the page's size (a poster cannot be a pixel
                 # bomb); up to 300 dpi for small pages (receipts, cards).
                 scale = min(300 / 72, READ_SIDE / max(width, height, 1.0))
@@ -290,6 +286,17 @@ def _ocr(source: str, stream: BinaryIO, pages: list[int], options: ReadOptions) 
     finally:
         document.close()
     return read, None
+
+
+def _pictured(page) -> float:  # noqa: ANN001 - a pypdfium2 page
+    """The area of the page under pictures (in square points, overlaps counted twice)."""
+    import pypdfium2.raw as pdfium
+
+    area = 0.0
+    for picture in page.get_objects(filter=[pdfium.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        left, bottom, right, top = picture.get_bounds()
+        area += max(0.0, right - left) * max(0.0, top - bottom)
+    return area
 
 
 def _open(source: str, stream: BinaryIO, password: str | None) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:

@@ -182,12 +182,12 @@ def photo_of(image: Image, path: Path, *, exif_rotation: bool = True, seed: int 
                                         resample=PilImage.Resampling.BICUBIC, fillcolor=0)
     inside = PilImage.new("L", image.size, 255).transform(canvas, PilImage.Transform.PERSPECTIVE,
                                                           _perspective(landed, corners), fillcolor=0)
-    desk = np.full((canvas[1], canvas[0]), 110.0)
-    shot = np.where(np.asarray(inside) > 127, np.asarray(page, dtype=np.float64), desk)
+    shot = np.where(np.asarray(inside) > 127, np.asarray(page, dtype=np.float32), np.float32(110))  # grey desk
     # Light falls off from one corner: the far side of the page is a third darker.
-    ys, xs = np.mgrid[0:canvas[1], 0:canvas[0]]
-    shot *= 1.0 - 0.33 * (xs / canvas[0] + ys / canvas[1]) / 2
-    shot += rng.normal(0, 4, shot.shape)
+    xs = np.arange(canvas[0], dtype=np.float32)[None, :] / canvas[0]
+    ys = np.arange(canvas[1], dtype=np.float32)[:, None] / canvas[1]
+    shot *= 1.0 - 0.33 * (xs + ys) / 2
+    shot += rng.normal(0, 4, shot.shape).astype(np.float32)
     grey = shot.clip(0, 255).astype(np.uint8)
     photo = PilImage.merge("RGB", [PilImage.fromarray((grey * tint).clip(0, 255).astype(np.uint8))
                                    for tint in (1.0, 0.97, 0.9)])  # warm indoor light
@@ -231,18 +231,38 @@ def _png_chunk(out, kind: bytes, data: bytes) -> None:  # noqa: ANN001 - a binar
     out.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
 
 
-def tiff_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
-    """A valid white 1-bit TIFF of width x height in one Deflate strip: small on disk, huge decoded."""
-    row = b"\x00" * ((width + 7) // 8)  # WhiteIsZero: zero bits are white
-    packer = zlib.compressobj(9)
-    strip = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    entries = [(256, 4, width), (257, 4, height), (258, 3, 1), (259, 3, 8),  # size, 1 bit, Deflate
-               (262, 3, 0), (273, 4, 8), (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        for tag, kind, value in entries) + struct.pack("<I", 0)
-    path.write_bytes(b"II*\x00" + struct.pack("<I", 8 + len(strip)) + strip + ifd)
+def tiff_bomb(path: Path, width: int = 20000, height: int = 20000, *, first_page: Image | None = None) -> Path:
+    """A valid white 1-bit TIFF of width x height in one Deflate strip: small on disk, huge decoded. With
+    `first_page`, that picture (as 1-bit) is page 1 and the bomb page 2, where only a per-page check finds it."""
+    row = b"\xff" * ((width + 7) // 8)
+    pages = [(width, height, _deflated(row for _ in range(height)))]
+    if first_page is not None:
+        bits = first_page.convert("1")
+        pages.insert(0, (*bits.size, _deflated([bits.tobytes()])))
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")  # the first directory's offset, filled in below
+    where = []
+    for _, _, strip in pages:
+        where.append(len(out))
+        out += strip + b"\x00" * (len(strip) % 2)  # directories start on a word boundary
+    link = 4  # where the offset of the next directory goes
+    for (columns, rows, strip), offset in zip(pages, where):
+        struct.pack_into("<I", out, link, len(out))
+        # Width, height, 1 bit a sample, Deflate, BlackIsZero, strip offset, 1 sample a pixel, rows a strip, bytes.
+        entries = [(256, 4, columns), (257, 4, rows), (258, 3, 1), (259, 3, 8), (262, 3, 1), (273, 4, offset),
+                   (277, 3, 1), (278, 4, rows), (279, 4, len(strip))]
+        out += struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            out += struct.pack("<HHI", tag, kind, 1) + struct.pack("<HH" if kind == 3 else "<I", *(
+                (value, 0) if kind == 3 else (value,)))
+        link = len(out)
+        out += b"\x00\x00\x00\x00"  # no next directory, unless the next page fills it in
+    path.write_bytes(bytes(out))
     return path
+
+
+def _deflated(rows) -> bytes:  # noqa: ANN001 - an iterable of bytes
+    packer = zlib.compressobj(9)
+    return b"".join(packer.compress(row) for row in rows) + packer.flush()
 
 
 def joined_pdf(parts: list[Path], path: Path) -> Path:
