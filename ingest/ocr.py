@@ -138,45 +138,44 @@ def lines_to_text(found: list[Any]) -> str:
     parts = [lines[0].text]
     for previous, line in zip(lines, lines[1:]):
         gap = line.start_top - previous.start_bottom
-        parts.append(("\n\n" if gap > 0.8 * usual or gap < -usual else "\n") + line.text)
+        back_up = line.start_top < previous.start_top - usual  # the top of the next column
+        parts.append(("\n\n" if gap > 0.8 * usual or back_up else "\n") + line.text)
     return "".join(parts)
 
 
 def reading_order(lines: list[_Line]) -> list[_Line]:
-    """Lines in the order a reader takes them, by recursive XY-cut: split the page at the widest band of
-    white that no line crosses, across (rows of blocks) or down (columns), and read the parts in order.
-    Sorting by height alone interleaves the lines of two columns."""
+    """Lines in the order a reader takes them, by recursive XY-cut: cut the page at its widest band of white
+    that no line crosses, across (blocks one above another) or down (side by side), and read the two parts
+    in order. Sorting by height alone interleaves the lines of two columns. A cut down is taken for columns
+    of text (lines of a dozen characters or more); the cells of a table are read row by row."""
     if len(lines) < 2:
         return lines
-    across, down = _groups(lines, vertical=True), _groups(lines, vertical=False)
-    if len(across) == 1 and len(down) == 1:
-        return sorted(lines, key=lambda line: (line.top, line.left))
-    if len(down) > 1 and (len(across) == 1 or _widest(down, vertical=False) > _widest(across, vertical=True)):
-        parts = down
+    across, down = _cut(lines, vertical=True), _cut(lines, vertical=False)
+    texty = statistics.median(len(line.text) for line in lines) >= 12
+    if down and (across is None or (texty and down[0] > across[0])):
+        parts = down[1:]
+    elif across:
+        parts = across[1:]
     else:
-        parts = across
+        return sorted(lines, key=lambda line: (line.top, line.left))
     return [line for part in parts for line in reading_order(part)]
 
 
-def _groups(lines: list[_Line], vertical: bool) -> list[list[_Line]]:
-    """`lines` split where no line spans the gap: along the page's height (`vertical`) or its width."""
+def _cut(lines: list[_Line], vertical: bool) -> tuple[float, list[_Line], list[_Line]] | None:
+    """The widest white gap that no line spans, along the page's height (`vertical`) or its width, with the
+    lines before and after it; None when every gap is spanned."""
     start, end = ((lambda line: line.top), (lambda line: line.bottom)) if vertical else (
         (lambda line: line.left), (lambda line: line.right))
-    groups: list[list[_Line]] = []
-    reach = float("-inf")
-    for line in sorted(lines, key=start):
-        if start(line) > reach:
-            groups.append([])
-        groups[-1].append(line)
+    ordered = sorted(lines, key=start)
+    best: tuple[float, int] | None = None
+    reach = end(ordered[0])
+    for index, line in enumerate(ordered[1:], start=1):
+        if start(line) > reach and (best is None or start(line) - reach > best[0]):
+            best = (start(line) - reach, index)
         reach = max(reach, end(line))
-    return groups
-
-
-def _widest(groups: list[list[_Line]], vertical: bool) -> float:
-    """The widest white gap between consecutive groups."""
-    if vertical:
-        return max(min(line.top for line in b) - max(line.bottom for line in a) for a, b in zip(groups, groups[1:]))
-    return max(min(line.left for line in b) - max(line.right for line in a) for a, b in zip(groups, groups[1:]))
+    if best is None:
+        return None
+    return best[0], ordered[:best[1]], ordered[best[1]:]
 
 
 def fit_for_reading(image: Image) -> Image:

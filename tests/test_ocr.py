@@ -3,9 +3,15 @@ of known text, English and Chinese."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
-from ingest.ocr import Ocr, engine, lines_to_text
+from ingest.errors import OcrUnavailable
+from ingest.ocr import Ocr, TesseractOcr, _tidy, engine, lines_to_text
 from tests.rigs.scans import CHINESE_SCAN_LINES, ENGLISH_PAGE_LINES, cer, page_image, page_text, scanned
 
 
@@ -93,3 +99,49 @@ def test_the_engine_reads_a_grey_picture_as_given():
     lines = ["Fog signal", "Fresnel lens"]
     grey = page_image(lines, size=(600, 220), font_px=40, margin=40)
     assert engine(1).read(grey).replace(" ", "") == "Fogsignal\nFresnellens"
+
+
+def test_two_columns_are_read_one_after_the_other():
+    """Lines of two columns, level with each other, after a full-width title: the left column whole, then the
+    right (sorting by height would interleave them), each column's start a paragraph."""
+    found = [_line(50, 30, "Title across the page", left=100, right=1500)]
+    for row in range(4):
+        found.append(_line(120 + 40 * row, 30, f"left column, line {row}", left=100, right=700))
+        found.append(_line(122 + 40 * row, 30, f"right column, line {row}", left=800, right=1500))
+    text = lines_to_text(found)
+    assert text == ("Title across the page\n\n" + "\n".join(f"left column, line {row}" for row in range(4))
+                    + "\n\n" + "\n".join(f"right column, line {row}" for row in range(4)))
+
+
+def test_a_table_row_split_in_boxes_is_read_left_to_right():
+    found = [_line(100, 30, "Port", left=100, right=300), _line(101, 30, "High tide", left=600, right=900),
+             _line(145, 30, "Brest", left=100, right=300), _line(144, 30, "06:40", left=600, right=800)]
+    assert lines_to_text(found).split("\n") == ["Port", "High tide", "Brest", "06:40"]
+
+
+@pytest.mark.slow
+def test_tesseract_reads_english_and_chinese_pages():
+    """kb's other engine: Debian's tesseract with the eng and chi_sim packs (.ci/run installs them). Its
+    Chinese comes out without the spaces its model puts between Han characters."""
+    tesseract = engine(1, "tesseract", "eng+chi_sim")
+    assert isinstance(tesseract, TesseractOcr) and engine(1, "tesseract", "eng+chi_sim") is tesseract
+    # Without the speckle of `scanned`'s default, which Tesseract reads as letters (docs/benchmarks.md).
+    english = tesseract.read(scanned(page_image(ENGLISH_PAGE_LINES), noise=0.0))
+    assert cer(page_text(ENGLISH_PAGE_LINES), english, spaces=True) < 0.05, english
+    chinese = tesseract.read(scanned(page_image(CHINESE_SCAN_LINES), noise=0.0))
+    assert cer(page_text(CHINESE_SCAN_LINES), chinese) < 0.15, chinese
+    assert not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", chinese)
+
+
+def test_tesseract_without_a_language_pack_or_the_program_says_what_to_install(tmp_path):
+    with pytest.raises(OcrUnavailable, match="no language pack for klingon"):
+        TesseractOcr("eng+klingon")
+    missing = subprocess.run(
+        [sys.executable, "-c", "from ingest.ocr import TesseractOcr\nTesseractOcr()"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path)},
+    )
+    assert "tesseract program is not installed (apt-get install tesseract-ocr" in missing.stderr
+
+
+def test_tesseracts_text_is_tidied():
+    assert _tidy("知 识 库 读 取 文 件 。\n\n\n\nThe lens  rotates.\f") == "知识库读取文件。\n\nThe lens  rotates."
