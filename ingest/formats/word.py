@@ -96,21 +96,27 @@ def _docx_title(document: Any) -> str:  # noqa: ANN401 - docx.document.Document
 
 def _docx_blocks(document: Any) -> Iterator[str]:  # noqa: ANN401 - docx.document.Document
     """The body's paragraphs (headings as Markdown headings) and tables, in document order."""
+    from docx.enum.style import WD_STYLE_TYPE
     from docx.table import Table
 
+    # Style names by id, looked up once: python-docx's `paragraph.style` searches every style of the
+    # document for each paragraph, most of the time of reading a long document.
+    names = {style.style_id: style.name or "" for style in document.styles}
+    default = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+    default_name = (default.name or "") if default is not None else ""
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             yield "\n".join(_row_lines(_docx_rows(block)))
         else:
-            yield _docx_paragraph(block)
+            style_id = block._p.style  # the pStyle of the paragraph's properties, or None
+            yield _docx_paragraph(block, names.get(style_id, default_name) if style_id else default_name)
 
 
-def _docx_paragraph(paragraph: Any) -> str:  # noqa: ANN401 - docx.text.paragraph.Paragraph
+def _docx_paragraph(paragraph: Any, name: str) -> str:  # noqa: ANN401 - docx.text.paragraph.Paragraph
+    """A paragraph's text, as a Markdown heading when its style (`name`) is Title or Heading N."""
     text = _clean(paragraph.text)
     if not text:
         return ""
-    style = paragraph.style
-    name = (style.name or "") if style is not None else ""
     if name.lower() == "title":
         return f"# {text}"
     match = _HEADING_STYLE.fullmatch(name)

@@ -300,7 +300,7 @@ def load_in_fresh_python(*paths: Path) -> dict:
     {"reason": the LoadError's reason or None, "text": the documents' text}}, "peak_mb": peak resident MB}."""
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", _LOAD_AND_MEASURE, *map(str, paths)], cwd=root, check=True,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=600)
     return json.loads(done.stdout.splitlines()[-1])
 
 
