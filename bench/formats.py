@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import zipfile
-import zlib
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -458,20 +457,10 @@ def _padded(source: Path, target: Path, name: str, mb: int = 300) -> Path:
     return target
 
 
-def write_png_bomb(path: Path, side: int = 20_000) -> Path:
-    """A `side` x `side` greyscale PNG of white, written row by row: ~400 MB of pixels in ~400 KB."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    packer = zlib.compressobj(9)
-    row = b"\0" + b"\xff" * side  # filter byte "none", then the pixels
-    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit greyscale
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-    return path
-
-
 def build_bombs(root: Path) -> dict[str, Path]:
+    from tests.rigs.scans import png_bomb
+    from tests.rigs.sheets_files import write_million_cells
+
     texts = sample_texts()[:1]
     bombs = {
         "docx, zip bomb (300 MB part)": _padded(write_docx(root / "a.docx", texts), root / "zip.docx",
@@ -487,23 +476,12 @@ def build_bombs(root: Path) -> dict[str, Path]:
         "epub, billion laughs": _rewritten(write_epub(root / "b.epub", texts), root / "laughs.epub",
                                            "OEBPS/c0.xhtml", _laughing),
         "xlsx, 1,000,000 cells": write_million_cells(root / "million.xlsx"),
-        "png, 20000 x 20000": write_png_bomb(root / "huge.png"),
-        "png, 10000 x 10000": write_png_bomb(root / "big.png", 10_000),  # past kb's bound, within Pillow's
+        "png, 20000 x 20000": png_bomb(root / "huge.png"),
+        "png, 10000 x 10000": png_bomb(root / "big.png", 10_000, 10_000),  # past kb's bound, within Pillow's
     }
     return bombs
 
 
-def write_million_cells(path: Path) -> Path:
-    """100,000 rows x 10 columns under a header row, streamed (openpyxl's write-only mode)."""
-    from openpyxl import Workbook
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Big")
-    sheet.append([f"c{x}" for x in range(10)])
-    for y in range(100_000):
-        sheet.append([y * 10 + x for x in range(10)])
-    book.save(path)
-    return path
 
 
 def _in_fresh_process(*args: str) -> dict:

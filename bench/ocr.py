@@ -154,32 +154,17 @@ def linn_scan() -> Scan:
     return Scan("linn (OCRmyPDF)", "en", str(folder / "linn.png"), (folder / "linn.txt").read_text())
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance, a row at a time in numpy: a row's insertions are a running minimum."""
-    import numpy as np
+def cer(truth: str, found: str, spaces: bool = True) -> float:
+    """Character error rate of `found` against `truth` (tests/rigs/scans.py's, with spaces kept by default)."""
+    from tests.rigs.scans import cer as rig_cer
 
-    if not a or not b:
-        return len(a) + len(b)
-    codes = np.array([ord(c) for c in b])
-    steps = np.arange(len(b) + 1)
-    row = steps.copy()
-    for i, char in enumerate(a, start=1):
-        best = np.empty_like(row)
-        best[0] = i
-        best[1:] = np.minimum(row[1:] + 1, row[:-1] + (codes != ord(char)))  # deletion, substitution
-        row = np.minimum.accumulate(best - steps) + steps  # insertion: best[j] = min over k<=j of best[k] + j-k
-    return int(row[-1])
+    return rig_cer(truth, found, spaces=spaces)
 
 
 def normalised(text: str, spaces: bool) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    return re.sub(r"\s+", " ", text).strip() if spaces else re.sub(r"\s+", "", text)
+    from tests.rigs.scans import normalised as rig_normalised
 
-
-def cer(truth: str, found: str, spaces: bool = True) -> float:
-    """Character error rate of `found` against `truth`."""
-    truth, found = normalised(truth, spaces), normalised(found, spaces)
-    return levenshtein(truth, found) / max(len(truth), 1)
+    return rig_normalised(text, spaces=spaces)
 
 
 def words_found(truth: str, found: str) -> float:

@@ -22,6 +22,7 @@ from tests.rigs.scans import (
     png_bomb,
     scanned,
     tiff_bomb,
+    word_recall,
 )
 
 SHORT = ENGLISH_PAGE_LINES[:5]  # a strip of a page: one OCR call of about a second
@@ -252,11 +253,6 @@ def test_ocrmypdfs_linn_scan_is_read_as_its_true_text():
     assert word_recall(truth, text) > 0.88  # measured 0.929
     assert loaded.documents[0].language == "en"
 
-
-def word_recall(truth: str, text: str) -> float:
-    """The share of the true text's words (four letters or more, any case) that were read, in any order."""
-    words = {word.lower() for word in re.findall(r"[A-Za-z]{4,}", truth)}
-    return len(words & {word.lower() for word in re.findall(r"[A-Za-z]{4,}", text)}) / len(words)
 
 
 @pytest.mark.network

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from ingest.errors import LoadError
@@ -21,6 +19,7 @@ from tests.rigs.scans import (
     page_text,
     scanned,
     text_pdf,
+    word_recall,
 )
 from tests.rigs.thirdparty import ocrmypdf_resources
 
@@ -125,11 +124,6 @@ def test_a_scanners_header_over_a_page_sized_picture_is_not_a_text_layer(tmp_pat
     [plain] = load(text_pdf([header], tmp_path / "plain.pdf")).documents
     assert not plain.ocr and plain.text == header
 
-
-def word_recall(truth: str, text: str) -> float:
-    """The share of the true text's words (four letters or more, any case) that were read, in any order."""
-    words = {word.lower() for word in re.findall(r"[A-Za-z]{4,}", truth)}
-    return len(words & {word.lower() for word in re.findall(r"[A-Za-z]{4,}", text)}) / len(words)
 
 
 @pytest.mark.network

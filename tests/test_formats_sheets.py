@@ -17,6 +17,7 @@ import pytest
 import ingest.formats.sheets  # noqa: F401 - registers .xlsx, .ods and .csv until the registry imports it
 from ingest.errors import LoadError
 from ingest.formats import SUFFIXES, load, part_name
+from tests.rigs.sheets_files import write_million_cells
 
 SALES = [["Region", "Q1", "Q2", "Total"], ["North", 120, 135], ["South", 80, None, "n/a"]]
 SALES_TEXT = ("# Sales\nRegion; Q1; Q2; Total\nRegion: North; Q1: 120; Q2: 135; Total: 255\n"
@@ -309,17 +310,6 @@ print(lines[-1])
 """
 
 
-def write_million_cells(path: Path) -> Path:
-    """100,000 rows x 10 columns under a header row, written streaming (openpyxl write-only mode)."""
-    from openpyxl import Workbook
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Big")
-    sheet.append([f"c{x}" for x in range(10)])
-    for y in range(100_000):
-        sheet.append([y * 10 + x for x in range(10)])
-    book.save(path)
-    return path
 
 
 @pytest.mark.slow

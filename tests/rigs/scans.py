@@ -358,3 +358,10 @@ if __name__ == "__main__":
     image_only_pdf([scanned(english), scanned(chinese, seed=1)], folder / "scans.pdf")
     text_pdf(["\n".join(ENGLISH_PAGE_LINES)], folder / "text.pdf")
     print(folder)
+
+
+def word_recall(truth: str, text: str) -> float:
+    """The share of the true text's words (four letters or more, any case) that were read, in any order: what
+    search sees when columns come out in another order than the truth's."""
+    words = {word.lower() for word in re.findall(r"[A-Za-z]{4,}", truth)}
+    return len(words & {word.lower() for word in re.findall(r"[A-Za-z]{4,}", text)}) / len(words)

@@ -28,3 +28,17 @@ def odfpy_examples() -> Path:
 
 if __name__ == "__main__":
     print(pyexcel_xlsx_fixtures(), odfpy_examples())
+
+
+def write_million_cells(path: Path) -> Path:
+    """A 1,000,000-cell workbook: 100,000 rows x 10 columns under a header row, written streaming (openpyxl's
+    write-only mode), for the memory bound of kb's sheet reader."""
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Big")
+    sheet.append([f"c{x}" for x in range(10)])
+    for y in range(100_000):
+        sheet.append([y * 10 + x for x in range(10)])
+    book.save(path)
+    return path
