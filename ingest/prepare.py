@@ -42,8 +42,9 @@ def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float, f
 
 def is_big(files: int, size: int, images: int = 0) -> bool:
     """Worth worker processes (each costs a second or two to start and load a tokenizer). An image costs
-    seconds of OCR, as much CPU as a few dozen text files: a few of them are worth the processes too."""
-    return files + 8 * images >= 32 or size >= 8 * 1024 * 1024
+    seconds of OCR, which in this process would take CPU and the GIL from the embedder and the store: an
+    image with anything else to do is worth them too."""
+    return files + 31 * images >= 32 or size >= 8 * 1024 * 1024
 
 
 class Workers:
