@@ -44,7 +44,7 @@ def is_big(files: int, size: int, images: int = 0) -> bool:
     """Worth worker processes (each costs a second or two to start and load a tokenizer). An image costs
     seconds of OCR, which in this process would take CPU and the GIL from the embedder and the store: an
     image with anything else to do is worth them too."""
-    return files + 31 * images >= 32 or size >= 8 * 1024 * 1024
+    return files + 30 * images >= 32 or size >= 8 * 1024 * 1024
 
 
 class Workers:
