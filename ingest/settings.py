@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     max_upload_files: int = Field(default=20, ge=1)
     # Asked for before any page is shown; unset, anyone who can reach the UI's address can use it.
     ui_password: SecretStr | None = None
+    # `kb serve`'s bearer token, asked of every request but /health; unset, kb serve listens on loopback only
+    # (unless told --insecure).
+    api_token: SecretStr | None = None
     # The only folder the UI's Quality page reads query sets from: a path typed there is taken under it,
     # and one that leaves it (through `..` or a symlink) is refused.
     eval_dir: Path = Path("data")
@@ -205,7 +208,7 @@ class Settings(BaseSettings):
         return data
 
 
-SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key", "pdf_password")
+SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key", "pdf_password", "api_token")
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:  # noqa: ANN401 - any field's value

@@ -372,6 +372,15 @@ class Searcher:
         return [c.text for c in ordered[max(0, position - around) : position + around + 1]]
 
 
+def as_result(chunk: StoredChunk, rank: int = 0, score: float = 0.0) -> SearchResult:
+    """A stored chunk as a result (where it is, what it says), for a passage asked for by id."""
+    meta = chunk.meta
+    return SearchResult(rank=rank, score=score, text=chunk.text, source=meta.source, page=meta.page,
+                        chunk_id=chunk.id, title=meta.title, file_type=meta.file_type, start=meta.start,
+                        end=meta.end, language=meta.language, heading=meta.heading, sheet=meta.sheet,
+                        chapter=meta.chapter, ocr=bool(meta.ocr))
+
+
 def parse_where(text: str | None) -> dict[str, Any] | None:
     """`--where`: a Chroma metadata filter as JSON (keys: ingest.records.ChunkMetadata's), or None."""
     if not text:
@@ -382,7 +391,34 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
         raise ConfigError(f"--where is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ConfigError('--where must be a JSON object, e.g. {"file_type": "pdf"}')
+    check_where(value)
     return value
+
+
+_OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
+
+
+def check_where(where: dict[str, Any]) -> None:
+    """Refuse a metadata filter Chroma would refuse, saying why, before it reaches the store (which answers
+    only "Invalid where clause"): {field: value}, {field: {"$op": value}}, {"$and" | "$or": [filters]}."""
+    if not isinstance(where, dict) or len(where) != 1:
+        raise ConfigError(f"a where filter is an object with one key (a field, $and or $or): {where!r}")
+    [(key, value)] = where.items()
+    if key in ("$and", "$or"):
+        if not isinstance(value, list) or len(value) < 2:
+            raise ConfigError(f"{key} takes a list of two filters or more: {value!r}")
+        for each in value:
+            check_where(each)
+    elif key.startswith("$"):
+        raise ConfigError(f"{key} is not a filter: use a metadata field, $and or $or")
+    elif isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in _OPERATORS:
+            raise ConfigError(f"the filter on {key!r} takes one of {', '.join(sorted(_OPERATORS))}: {value!r}")
+        [(operator, operand)] = value.items()
+        if operator in ("$in", "$nin") and not isinstance(operand, list):
+            raise ConfigError(f"{operator} on {key!r} takes a list: {operand!r}")
+    elif not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(f"the filter on {key!r} compares with a string, number or boolean: {value!r}")
 
 
 def search(query: str, settings: Settings, k: int = 5, where: dict[str, Any] | None = None) -> SearchResponse:

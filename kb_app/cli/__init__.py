@@ -20,6 +20,7 @@ from kb_app.cli.ingesting import ingest_command, reembed_command
 from kb_app.cli.managing import delete_command, status_command
 from kb_app.cli.output import err
 from kb_app.cli.searching import search_command
+from kb_app.cli.serving import serve_command
 from kb_app.cli.ui import ui_command
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command("delete")(delete_command)
 app.command("bench")(bench_command)
 app.command("eval")(eval_command)
 app.command("ui")(ui_command)
+app.command("serve")(serve_command)
 
 
 def run_cli(command: typer.Typer, expected: tuple[type[Exception], ...] = (KbError,)) -> None:

@@ -1,0 +1,64 @@
+"""`kb serve`: the knowledge base over HTTP for other programs (REST, Dify's external knowledge API, MCP)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+
+from ingest.errors import ConfigError
+from ingest.settings import Settings, load_settings
+from kb_app.cli.options import ChromaDatabase, ChromaPath, ChromaTenant, ChromaUrl, Collection, Config, Endpoint, Model
+from kb_app.cli.output import err
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_exposure(host: str, settings: Settings, insecure: bool) -> str | None:
+    """The bearer token, after refusing to listen beyond loopback without one (unless `insecure`)."""
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if not token and not is_loopback(host) and not insecure:
+        raise ConfigError(f"refusing to listen on {host} with no KB_API_TOKEN: anyone who can reach it could "
+                          "read and change the knowledge base; set KB_API_TOKEN (environment or config file), "
+                          "or pass --insecure")
+    return token
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    insecure: Annotated[bool, typer.Option(
+        help="Listen beyond loopback without KB_API_TOKEN (anyone who can reach the port can use it)")] = False,
+    collection: Collection = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    chroma_path: ChromaPath = None,
+    chroma_url: ChromaUrl = None,
+    chroma_tenant: ChromaTenant = None,
+    chroma_database: ChromaDatabase = None,
+    config: Config = None,
+) -> None:
+    """Serve the knowledge base over HTTP: /v1/search, /v1/documents, Dify's /retrieval, OpenAPI at /docs."""
+    import uvicorn
+
+    from kb_app.api import create_app
+    from kb_app.service import KnowledgeService
+
+    settings = load_settings(config, collection=collection, endpoint=endpoint or None, model=model,
+                             chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant,
+                             chroma_database=chroma_database)
+    token = check_exposure(host, settings, insecure)
+    app = create_app(KnowledgeService(settings), token)
+    where = f"[{host}]" if ":" in host else host
+    err.print(f"kb serve on http://{where}:{port} (collection {settings.collection}; API docs at /docs"
+              f"{'; bearer token required' if token else ''}); Ctrl-C to stop")
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
