@@ -220,3 +220,20 @@ def test_dify_operators_on_kb_metadata(name, operator, value, expected):
     assert matches(_result(), condition) is expected
     on_page = _result(page=4)
     assert matches(on_page, MetadataCondition(conditions=[Condition(name="page", comparison_operator="≥", value=4)]))
+
+
+@pytest.mark.slow
+def test_the_langchain_retriever_in_the_docs_works_against_the_server(server):
+    """docs/integrations.md's retriever, run as written."""
+    import re
+
+    from tests.conftest import ROOT
+
+    page = (ROOT / "docs" / "integrations.md").read_text()
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", page, re.S) if "class KbRetriever" in block]
+    space: dict = {}
+    exec(compile(code, "docs/integrations.md", "exec"), space)  # noqa: S102 - the documentation's own snippet
+    retriever = space["KbRetriever"](url=server[0], token=TOKEN, k=2)
+    documents = retriever.invoke(SOLAR_ZH)
+    assert len(documents) == 2 and documents[0].metadata["source"].endswith("solar-power.md")
+    assert documents[0].page_content and documents[0].metadata["chunk_id"]
