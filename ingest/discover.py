@@ -37,7 +37,7 @@ def discover(
     found: dict[str, Path] = {}
     errors: list[LoadError] = []
     skipped = {str(Path(p).resolve()) for p in skip}
-    wanted = _globs(include, exclude)
+    wanted = glob_filter(include, exclude)
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
@@ -54,7 +54,7 @@ def discover(
     return list(found.values()), errors
 
 
-def _globs(include: list[str] | None, exclude: list[str] | None) -> Callable[[str], bool]:
+def glob_filter(include: list[str] | None, exclude: list[str] | None) -> Callable[[str], bool]:
     """Whether a relative path passes the include and exclude globs (matched on the path, or the name)."""
 
     def matches(relative: str, patterns: list[str]) -> bool:

@@ -237,3 +237,42 @@ def test_the_langchain_retriever_in_the_docs_works_against_the_server(server):
     documents = retriever.invoke(SOLAR_ZH)
     assert len(documents) == 2 and documents[0].metadata["source"].endswith("solar-power.md")
     assert documents[0].page_content and documents[0].metadata["chunk_id"]
+
+
+@pytest.mark.slow
+def test_serve_watch_keeps_a_folder_in_step_with_search(tmp_path):
+    """`kb serve --watch DIR`: a file dropped in is found by search within seconds, and gone once deleted."""
+    import time
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "KB_CHROMA_PATH": str(tmp_path / "chroma")}
+    process = start_server([KB, "serve", "--port", str(port), "--watch", str(folder)], log, env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    question = {"query": "What does a tidal mill keep behind its dam?", "k": 1}
+
+    def top_source() -> str | None:
+        answer = httpx.post(f"{url}/v1/search", json=question, timeout=60)
+        results = answer.json().get("results") if answer.status_code == 200 else None
+        return results[0]["source"] if results else None
+
+    def within(seconds: float, check) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if check():
+                return True
+            time.sleep(0.5)
+        return False
+
+    try:
+        wait_http(f"{url}/health", process, log=log)
+        note = folder / "tidal-mill.md"
+        note.write_text("# Tidal mills\n\nA tidal mill keeps the rising tide behind a dam and grinds on the ebb.\n")
+        assert within(60, lambda: top_source() == str(note)), log.read_text()[-2000:]
+        note.unlink()
+        assert within(60, lambda: top_source() != str(note)), log.read_text()[-2000:]
+    finally:
+        stop(process)
+    assert "tidal-mill.md" in log.read_text()  # each synced file named in the log

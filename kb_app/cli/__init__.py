@@ -22,6 +22,7 @@ from kb_app.cli.output import err
 from kb_app.cli.searching import search_command
 from kb_app.cli.serving import serve_command
 from kb_app.cli.ui import ui_command
+from kb_app.cli.watching import watch_command
 
 app = typer.Typer(
     name="kb",
@@ -39,6 +40,7 @@ app.command("bench")(bench_command)
 app.command("eval")(eval_command)
 app.command("ui")(ui_command)
 app.command("serve")(serve_command)
+app.command("watch")(watch_command)
 
 
 def run_cli(command: typer.Typer, expected: tuple[type[Exception], ...] = (KbError,)) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -38,6 +40,8 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     insecure: Annotated[bool, typer.Option(
         help="Listen beyond loopback without KB_API_TOKEN (anyone who can reach the port can use it)")] = False,
+    watch: Annotated[Optional[list[Path]], typer.Option(
+        help="Keep the collection in step with this folder while serving (repeatable; as kb watch)")] = None,
     collection: Collection = None,
     endpoint: Endpoint = None,
     model: Model = None,
@@ -61,4 +65,17 @@ def serve_command(
     where = f"[{host}]" if ":" in host else host
     err.print(f"kb serve on http://{where}:{port} (collection {settings.collection}; API docs at /docs"
               f"{'; bearer token required' if token else ''}); Ctrl-C to stop")
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    watching = None
+    if watch:
+        from ingest.watch import watch_in_thread
+
+        logging.basicConfig(format="%(levelname)s:     %(message)s")  # as uvicorn's lines look
+        logging.getLogger("ingest.watch").setLevel(logging.INFO)  # one line per file synced
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not "1 change detected" per event
+        watching = watch_in_thread(watch, settings)  # a folder that is not there is refused here
+        err.print(f"watching {', '.join(map(str, watch))}: new and changed files are ingested, deleted ones removed")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    finally:
+        if watching is not None:
+            watching.stop()
