@@ -3,8 +3,8 @@ external knowledge API and the MCP server all call, so none of them has logic of
 
 Searchers (the store handle and the query embedder, slow to build) are kept per collection and shared by
 threads: every call here is synchronous and safe to run in a worker thread, which is where the servers run them,
-off their event loop and side by side. Writes (uploads, deletions) take the store's write lock as `kb ingest`
-does; searches see them through the store's generation marks.
+off their event loop; searches of one collection take their turn at its searcher. Writes (uploads, deletions)
+take the store's write lock as `kb ingest` does; searches see them through the store's generation marks.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class KnowledgeService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._searchers: dict[str, Searcher] = {}
+        # A Searcher runs each search on an event loop of its own, and its embedder's asyncio lock binds to the
+        # loop that used it first: one search at a time per searcher (the local model takes every core anyway).
+        self._in_use: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def settings_for(self, collection: str | None) -> Settings:
@@ -65,16 +68,24 @@ class KnowledgeService:
             found = self._searchers.get(name)
             if found is None:
                 found = self._searchers[name] = Searcher(self.settings_for(name))
+                self._in_use[name] = threading.Lock()
             return found
 
     def search(self, query: str, k: int = 5, collection: str | None = None, *, mode: str | None = None,
                where: dict[str, Any] | None = None, rerank: bool | None = None) -> SearchResponse:
         """The k best passages (kb's own search: dense or hybrid, reranked when asked)."""
-        return self.searcher(collection).search(query, k, where, mode=mode, rerank=rerank)
+        searcher = self.searcher(collection)
+        with self._in_use[collection or self.settings.collection]:
+            return searcher.search(query, k, where, mode=mode, rerank=rerank)
 
     def passage(self, chunk_id: str, around: int = 1, collection: str | None = None) -> Passage:
         """A stored chunk by id, with `around` chunks before and after it. Raises SearchError for an unknown id."""
         searcher = self.searcher(collection)
+        with self._in_use[collection or self.settings.collection]:
+            return self._passage(searcher, chunk_id, around)
+
+    @staticmethod
+    def _passage(searcher: Searcher, chunk_id: str, around: int) -> Passage:
         [found] = searcher.kb.get([chunk_id]) or [None]
         if found is None:
             raise SearchError(f"no passage {chunk_id!r} in collection {searcher.kb.name!r}")

@@ -276,3 +276,26 @@ def test_serve_watch_keeps_a_folder_in_step_with_search(tmp_path):
     finally:
         stop(process)
     assert "tidal-mill.md" in log.read_text()  # each synced file named in the log
+
+
+@pytest.mark.slow
+def test_mcp_at_slash_mcp_of_kb_serve_gives_the_same_passage(server, client):
+    """The issue's check: the MCP SDK's client, over streamable HTTP at kb serve's /mcp with the token, lists
+    the three tools and its `search` gives the passage /v1/search ranks first."""
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def ask() -> tuple[set[str], dict]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        async with Client(streamable_http_client(f"{server[0]}/mcp/", http_client=http)) as mcp:
+            tools = {tool.name for tool in (await mcp.list_tools()).tools}
+            found = await mcp.call_tool("search", {"query": SOLAR_ZH, "k": 3})
+            return tools, found.structured_content
+
+    tools, found = anyio.run(ask)
+    assert tools == {"search", "list_collections", "get_passage"}
+    rest = client.post("/v1/search", json={"query": SOLAR_ZH, "k": 3}).json()["results"]
+    assert found["results"][0]["chunk_id"] == rest[0]["chunk_id"]
+    assert found["results"][0]["source"].endswith("data/en/solar-power.md")

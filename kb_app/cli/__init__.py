@@ -18,6 +18,7 @@ from kb_app.cli.benchmarking import bench_command
 from kb_app.cli.evaluating import eval_command
 from kb_app.cli.ingesting import ingest_command, reembed_command
 from kb_app.cli.managing import delete_command, status_command
+from kb_app.cli.mcp import mcp_command
 from kb_app.cli.output import err
 from kb_app.cli.searching import search_command
 from kb_app.cli.serving import serve_command
@@ -41,6 +42,7 @@ app.command("eval")(eval_command)
 app.command("ui")(ui_command)
 app.command("serve")(serve_command)
 app.command("watch")(watch_command)
+app.command("mcp")(mcp_command)
 
 
 def run_cli(command: typer.Typer, expected: tuple[type[Exception], ...] = (KbError,)) -> None:

@@ -51,17 +51,24 @@ def serve_command(
     chroma_database: ChromaDatabase = None,
     config: Config = None,
 ) -> None:
-    """Serve the knowledge base over HTTP: /v1/search, /v1/documents, Dify's /retrieval, OpenAPI at /docs."""
+    """Serve the knowledge base over HTTP: /v1/search, /v1/documents, Dify's /retrieval, MCP at /mcp, OpenAPI
+    at /docs."""
     import uvicorn
 
     from kb_app.api import create_app
+    from kb_app.mcp_server import build_mcp, mcp_http_app
     from kb_app.service import KnowledgeService
 
     settings = load_settings(config, collection=collection, endpoint=endpoint or None, model=model,
                              chroma_path=chroma_path, chroma_url=chroma_url, chroma_tenant=chroma_tenant,
                              chroma_database=chroma_database)
     token = check_exposure(host, settings, insecure)
-    app = create_app(KnowledgeService(settings), token)
+    service = KnowledgeService(settings)
+    mcp = build_mcp(service)
+    # MCP's streamable HTTP at /mcp: its session manager runs with the server (a mounted app's own lifespan
+    # does not), behind the same bearer token as every other route.
+    app = create_app(service, token, lifespans=(lambda _app: mcp.session_manager.run(),),
+                     mounts={"/mcp": mcp_http_app(mcp, host=host)})
     where = f"[{host}]" if ":" in host else host
     err.print(f"kb serve on http://{where}:{port} (collection {settings.collection}; API docs at /docs"
               f"{'; bearer token required' if token else ''}); Ctrl-C to stop")
@@ -69,8 +76,12 @@ def serve_command(
     if watch:
         from ingest.watch import watch_in_thread
 
-        logging.basicConfig(format="%(levelname)s:     %(message)s")  # as uvicorn's lines look
-        logging.getLogger("ingest.watch").setLevel(logging.INFO)  # one line per file synced
+        synced = logging.getLogger("ingest.watch")  # one line per file synced, as uvicorn's lines look
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        synced.addHandler(handler)
+        synced.setLevel(logging.INFO)
+        synced.propagate = False
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not "1 change detected" per event
         watching = watch_in_thread(watch, settings)  # a folder that is not there is refused here
         err.print(f"watching {', '.join(map(str, watch))}: new and changed files are ingested, deleted ones removed")
