@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class LocalEmbedder(Embedder):
 
     model = LOCAL_MODEL
     instruction = Instruction("none")
+    # One forward pass at a time in the process, whichever embedder or event loop asks (a server's searches
+    # run in several threads, each with a loop of its own): each pass uses every core already.
+    _passes = threading.Lock()
 
     def __init__(self) -> None:
         super().__init__()
@@ -30,15 +34,17 @@ class LocalEmbedder(Embedder):
 
         self._use = USE(threads=os.cpu_count() or 1)
         self.dimension = 512
-        self._lock = asyncio.Lock()
 
     async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension or 0), dtype=np.float32)
-        async with self._lock:
-            self.stats.requests += 1
-            vectors = await asyncio.to_thread(self._use.encode, list(texts))
+        self.stats.requests += 1
+        vectors = await asyncio.to_thread(self._encode, list(texts))
         vectors = normalise(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
         self._check_dimension(vectors, None)
         self.stats.inputs += len(texts)
         return vectors
+
+    def _encode(self, texts: list[str]) -> Any:  # noqa: ANN401 - the model's array
+        with self._passes:
+            return self._use.encode(texts)

@@ -3,16 +3,20 @@ external knowledge API and the MCP server all call, so none of them has logic of
 
 Searchers (the store handle and the query embedder, slow to build) are kept per collection and shared by
 threads: every call here is synchronous and safe to run in a worker thread, which is where the servers run them,
-off their event loop; searches of one collection take their turn at its searcher. Writes (uploads, deletions)
-take the store's write lock as `kb ingest` does; searches see them through the store's generation marks.
+off their event loop and side by side, each with a searcher of its own from the collection's pool. Writes
+(uploads, deletions) take the store's write lock as `kb ingest` does; searches see them through the store's
+generation marks.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ingest.errors import SearchError
 from ingest.knowledge_base import KnowledgeBase
@@ -40,12 +44,14 @@ class Passage:
 class KnowledgeService:
     """What a server does with a store: list collections, search, read a passage, add and remove files."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parallel: int | None = None) -> None:
         self.settings = settings
-        self._searchers: dict[str, Searcher] = {}
-        # A Searcher runs each search on an event loop of its own, and its embedder's asyncio lock binds to the
-        # loop that used it first: one search at a time per searcher (the local model takes every core anyway).
-        self._in_use: dict[str, threading.Lock] = {}
+        # Searchers per collection, each used by one thread at a time (a search runs on an event loop of its
+        # own, and an embedder's connections belong to one loop): up to `parallel` searches of a collection
+        # run side by side, the rest wait for a searcher to come back.
+        self.parallel = parallel or min(os.cpu_count() or 1, 4)
+        self._idle: dict[str, queue.SimpleQueue[Searcher]] = {}
+        self._built: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def settings_for(self, collection: str | None) -> Settings:
@@ -61,37 +67,45 @@ class KnowledgeService:
     def exists(self, collection: str | None) -> bool:
         return KnowledgeBase.open(self.settings_for(collection)).spec is not None
 
-    def searcher(self, collection: str | None = None) -> Searcher:
-        """The collection's searcher, built once. Raises SearchError for a collection that does not exist."""
+    @contextmanager
+    def searcher(self, collection: str | None = None) -> Iterator[Searcher]:
+        """A searcher of the collection for this thread alone, given back afterwards. Raises SearchError for
+        a collection that does not exist."""
         name = collection or self.settings.collection
         with self._lock:
-            found = self._searchers.get(name)
-            if found is None:
-                found = self._searchers[name] = Searcher(self.settings_for(name))
-                self._in_use[name] = threading.Lock()
-            return found
+            idle = self._idle.setdefault(name, queue.SimpleQueue())
+            build = idle.empty() and self._built.get(name, 0) < self.parallel
+            if build:
+                self._built[name] = self._built.get(name, 0) + 1
+        if build:
+            try:
+                found = Searcher(self.settings_for(name))
+            except BaseException:
+                with self._lock:
+                    self._built[name] -= 1
+                raise
+        else:
+            found = idle.get()  # one will come back: `parallel` were built
+        try:
+            yield found
+        finally:
+            idle.put(found)
 
     def search(self, query: str, k: int = 5, collection: str | None = None, *, mode: str | None = None,
                where: dict[str, Any] | None = None, rerank: bool | None = None) -> SearchResponse:
         """The k best passages (kb's own search: dense or hybrid, reranked when asked)."""
-        searcher = self.searcher(collection)
-        with self._in_use[collection or self.settings.collection]:
+        with self.searcher(collection) as searcher:
             return searcher.search(query, k, where, mode=mode, rerank=rerank)
 
     def passage(self, chunk_id: str, around: int = 1, collection: str | None = None) -> Passage:
         """A stored chunk by id, with `around` chunks before and after it. Raises SearchError for an unknown id."""
-        searcher = self.searcher(collection)
-        with self._in_use[collection or self.settings.collection]:
-            return self._passage(searcher, chunk_id, around)
-
-    @staticmethod
-    def _passage(searcher: Searcher, chunk_id: str, around: int) -> Passage:
-        [found] = searcher.kb.get([chunk_id]) or [None]
-        if found is None:
-            raise SearchError(f"no passage {chunk_id!r} in collection {searcher.kb.name!r}")
-        result = as_result(found)
-        return Passage(found.id, found.text, result.source, result.title, result.page, result.heading,
-                       result.location, searcher.neighbours(result, around) or [found.text])
+        with self.searcher(collection) as searcher:
+            [found] = searcher.kb.get([chunk_id]) or [None]
+            if found is None:
+                raise SearchError(f"no passage {chunk_id!r} in collection {searcher.kb.name!r}")
+            result = as_result(found)
+            return Passage(found.id, found.text, result.source, result.title, result.page, result.heading,
+                           result.location, searcher.neighbours(result, around) or [found.text])
 
     def ingest(self, paths: Sequence[str | Path], collection: str | None = None) -> IngestReport:
         """Ingest files as the UI does (the embedded store is this process's: writes go through its client)."""

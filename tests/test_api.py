@@ -97,6 +97,8 @@ def test_a_chinese_question_finds_the_english_passage_with_kb_search_fields(clie
     (json.dumps({"query": "volcano", "collection": "nope"}).encode(), "application/json", 404, "no collection 'nope'"),
     (json.dumps({"query": "volcano", "mode": "fuzzy"}).encode(), "application/json", 422, "mode"),
     (json.dumps({"query": "volcano", "colection": "x"}).encode(), "application/json", 422, "colection"),
+    (json.dumps({"query": "volcano", "where": "file_type=pdf"}).encode(), "application/json", 422, "where"),
+    (json.dumps(["volcano"]).encode(), "application/json", 422, "invalid request"),
     (json.dumps({"query": "volcano", "where": {"$bogus": 1}}).encode(), "application/json", 422, "$bogus is not"),
     (json.dumps({"query": "volcano", "where": {"page": {"$near": 1}}}).encode(), "application/json", 422, "$gte"),
 ])

@@ -40,7 +40,8 @@ def mcp_command(
     service = KnowledgeService(settings)
     # Load the default collection's searcher (store and model) now: a missing collection or a model that does
     # not load is said here, on stderr with exit 2, and the agent's first search does not wait for it.
-    service.searcher()
+    with service.searcher():
+        pass
     mcp = build_mcp(service)
     # stdout is the protocol's: what kb says goes to stderr, which MCP clients keep as the server's log.
     err.print(f"kb mcp: serving collection {settings.collection!r} over stdio", highlight=False)
