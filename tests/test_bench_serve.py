@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def report(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench-serve")
     done = subprocess.run([sys.executable, "-m", "bench.serve", "--quick", "--json", "--work", str(work)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     # 1: the report is out, but some requests failed (which the tests below say); 2: there was no report.
     assert done.returncode in (0, 1), done.stderr[-3000:] + (work / "serve.log").read_text()[-3000:]
     return json.loads(done.stdout)
