@@ -293,9 +293,10 @@ def test_chinese_installation_guide_pages_find_their_english_pages_as_well_as_re
 
     package = fetch_package("installation-guide-amd64")
     pages = package.root / "usr" / "share" / "doc" / "installation-guide-amd64"
+    # The guide's pages, not its icons (next.png, warning.png, ...): kb reads images by OCR, and an icon has no text.
     run = subprocess.run([KB, "eval", str(pages / "zh_CN"), "--targets", str(pages / "en"), "--chroma-path",
                           str(tmp_path / "chroma"), "--json"], capture_output=True, text=True, timeout=1800,
-                         cwd=tmp_path)
+                         cwd=tmp_path, env={**os.environ, "KB_EXCLUDE": "*.png"})
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout)
     assert report["documents"] == 84 and report["queries"] > 140 and set(report["by_kind"]) == {"title", "para"}
