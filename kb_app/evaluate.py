@@ -125,7 +125,8 @@ def _paragraphs(text: str, file_type: str) -> list[str]:
             if p.strip() and not p.lstrip().startswith("#")]
 
 
-def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
+def parallel_set(queries: str | Path, targets: str | Path, include: list[str] | None = None,
+                 exclude: list[str] | None = None) -> EvalSet:
     """A set from the same documents in two languages: each file under `queries` asks for the file with the
     same relative path under `targets`, by its title and by its first paragraph (`title:` and `para:`
     queries). Paragraphs found in a fifth or more of the files are boilerplate (navigation, footers)
@@ -139,8 +140,8 @@ def parallel_set(queries: str | Path, targets: str | Path) -> EvalSet:
     for folder in (queries, targets):
         if not folder.is_dir():
             raise EvalError(f"{folder} is not a folder: parallel mode takes two folders of the same documents")
-    target_files, errors = discover([targets])
-    query_files, query_errors = discover([queries])
+    target_files, errors = discover([targets], include, exclude)  # as ingest will take them (KB_EXCLUDE...)
+    query_files, query_errors = discover([queries], include, exclude)
     files = {str(path): str(path.relative_to(targets)) for path in target_files}
     skipped = [f"{e.path}: {e.reason}" for e in [*errors, *query_errors]]
     loaded = {}

@@ -84,7 +84,8 @@ def eval_command(
     from kb_app.evaluate import EVAL_WORK, compare, evaluate, load_beir, parallel_set, parse_variant, plot_recall
 
     work = work or EVAL_WORK
-    evalset = parallel_set(path, targets) if targets else load_beir(path, split)
+    chosen = load_settings(config)  # the files ingest will take (KB_INCLUDE, KB_EXCLUDE) are the documents
+    evalset = parallel_set(path, targets, chosen.include, chosen.exclude) if targets else load_beir(path, split)
     for reason in evalset.skipped:
         err.print(f"[yellow]not asked:[/] {escape(reason)}")
     settings = load_settings(

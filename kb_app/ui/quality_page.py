@@ -47,7 +47,8 @@ def quality_page(current: Settings) -> None:
 def run_evaluation(current: Settings, path: str, targets: str, number: int) -> dict[str, Any]:
     """One run on the folders typed (each checked against the root), as a row of the session's runs."""
     queries = eval_folder(path, current.eval_dir)
-    evalset = (parallel_set(queries, eval_folder(targets, current.eval_dir)) if targets else load_beir(queries))
+    evalset = (parallel_set(queries, eval_folder(targets, current.eval_dir), current.include, current.exclude)
+               if targets else load_beir(queries))
     for reason in evalset.skipped:
         st.warning(f"Not asked: {reason}")
     with st.spinner(f"Ingesting {len(evalset.corpus)} documents and asking {len(evalset.queries)} queries…"):
