@@ -111,11 +111,14 @@ def test_added_changed_deleted_files_follow_the_folder(tmp_path):
         kites.rename(renamed)  # a rename: the old name's document removed, the new one's added
         wait_for(lambda: str(renamed) in records(settings), "the renamed file's record")
         assert str(kites) not in records(settings)
+        # the round is reported after its writes: wait for the report, not only the record
+        wait_for(lambda: rounds.outcomes(kites, "pruned"), "the old name's removal in a round's report")
         assert rounds.outcomes(kites, "pruned")[0].chunks > 0
 
         renamed.unlink()
         wait_for(lambda: str(renamed) not in records(settings), "the deleted file's record to go")
         assert not found(service, "lighthouse lamp", "brass lamp")
+        wait_for(lambda: rounds.outcomes(renamed, "pruned"), "the deletion in a round's report")
         assert rounds.outcomes(renamed, "pruned")[0].chunks > 0
     finally:
         watching.stop()
