@@ -83,5 +83,18 @@ class RerankError(KbError):
     """The rerank endpoint failed for good (after retries), or answered something that is not a ranking."""
 
 
+class ChatError(KbError):
+    """The chat endpoint that writes answers failed: unreachable, refusing, overloaded after retries, or a stream
+    cut short. The passages were found all the same; the message says what the chat server did."""
+
+
+class ChatBusyError(ChatError):
+    """The chat server stayed overloaded (429, 503) through every retry."""
+
+
+class ContextTooLongError(ChatError):
+    """The prompt and the answer's room exceed what the chat model can take: lower --context-tokens or -k."""
+
+
 class EvalError(KbError):
     """A query set cannot be read or scored: a missing file, a malformed line, nothing to ask."""

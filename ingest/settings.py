@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     # `kb serve`'s bearer token, asked of every request but /health; unset, kb serve listens on loopback only
     # (unless told --insecure).
     api_token: SecretStr | None = None
+    # `kb ask`, the Ask page, /v1/ask and /v1/chat/completions: an OpenAI-compatible chat endpoint (SGLang, vLLM,
+    # llama.cpp, a hosted API) answers from kb's passages. Unset model: the endpoint's first served model.
+    chat_endpoint: str | None = None
+    chat_model: str | None = None
+    chat_api_key: SecretStr | None = None
+    context_tokens: int = Field(default=8192, ge=256)  # prompt and answer together, in the chat model's tokens
+    answer_tokens: int = Field(default=1024, ge=16)  # the most the answer may take of them
+    # The best passage's dense score below which kb answers "not found" without asking the chat model.
+    # Unset: the embedding model's own floor, measured on kb's eval data (kb_app/answer.py, docs/quality.md).
+    answer_floor: float | None = Field(default=None, ge=-1, le=1)
+    chat_timeout: float = Field(default=120.0, gt=0)
+    chat_retries: int = Field(default=3, ge=0)  # before the first token only: after it, a retry would repeat text
     # The only folder the UI's Quality page reads query sets from: a path typed there is taken under it,
     # and one that leaves it (through `..` or a symlink) is refused.
     eval_dir: Path = Path("data")
@@ -208,7 +220,7 @@ class Settings(BaseSettings):
         return data
 
 
-SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key", "pdf_password", "api_token")
+SECRETS = ("api_key", "chroma_token", "ui_password", "rerank_api_key", "pdf_password", "api_token", "chat_api_key")
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:  # noqa: ANN401 - any field's value

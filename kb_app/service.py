@@ -24,6 +24,8 @@ from ingest.manage import delete_documents, status
 from ingest.pipeline import ingest
 from ingest.report import IngestReport
 from ingest.settings import Settings
+from kb_app.answer import Retrieval, retrieve
+from kb_app.chat import ChatModel
 from kb_app.search import Searcher, SearchResponse, as_result
 
 
@@ -53,6 +55,7 @@ class KnowledgeService:
         self._idle: dict[str, queue.SimpleQueue[Searcher]] = {}
         self._built: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._chat: ChatModel | None = None
 
     def settings_for(self, collection: str | None) -> Settings:
         """The settings with `collection` (None: the configured one)."""
@@ -96,6 +99,26 @@ class KnowledgeService:
         """The k best passages (kb's own search: dense or hybrid, reranked when asked)."""
         with self.searcher(collection) as searcher:
             return searcher.search(query, k, where, mode=mode, rerank=rerank)
+
+    def chat(self) -> ChatModel:
+        """The chat model that writes answers (one client, shared by threads). Raises ConfigError when none is set."""
+        with self._lock:
+            if self._chat is None:
+                self._chat = ChatModel.from_settings(self.settings)
+            return self._chat
+
+    def has_chat(self) -> bool:
+        return bool(self.settings.chat_endpoint)
+
+    def retrieve(self, question: str, collection: str | None = None, *, k: int = 6, mode: str | None = None,
+                 rerank: bool | None = None, where: dict[str, Any] | None = None, chat_model: str | None = None,
+                 answer_tokens: int | None = None) -> Retrieval:
+        """Everything before the chat model writes an answer (kb_app.answer.retrieve): the searcher goes back to
+        the pool before the answer streams, which takes far longer than the search."""
+        with self.searcher(collection) as searcher:
+            return retrieve(question, lambda query, top: searcher.search(query, top, where, mode=mode, rerank=rerank),
+                            searcher.spec.model, self.settings, k=k, chat_model=chat_model,
+                            answer_tokens=answer_tokens)
 
     def passage(self, chunk_id: str, around: int = 1, collection: str | None = None) -> Passage:
         """A stored chunk by id, with `around` chunks before and after it. Raises SearchError for an unknown id."""

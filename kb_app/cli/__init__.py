@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from ingest.errors import KbError
+from kb_app.cli.asking import ask_command
 from kb_app.cli.benchmarking import bench_command
 from kb_app.cli.evaluating import eval_command
 from kb_app.cli.ingesting import ingest_command, reembed_command
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.command("ingest")(ingest_command)
 app.command("reembed")(reembed_command)
 app.command("search")(search_command)
+app.command("ask")(ask_command)
 app.command("status")(status_command)
 app.command("delete")(delete_command)
 app.command("bench")(bench_command)
