@@ -13,6 +13,7 @@ import sys
 import streamlit as st
 
 from ingest.errors import KbError
+from kb_app.ui.ask_page import ask_page
 from kb_app.ui.common import settings
 from kb_app.ui.library_page import library_page
 from kb_app.ui.quality_page import quality_page
@@ -21,8 +22,8 @@ from kb_app.ui.settings_page import settings_page
 from kb_app.ui.sign_in import signed_in
 from kb_app.ui.upload_page import upload_page
 
-PAGES = {"Search": search_page, "Upload": upload_page, "Library": library_page, "Quality": quality_page,
-         "Settings": settings_page}
+PAGES = {"Search": search_page, "Ask": ask_page, "Upload": upload_page, "Library": library_page,
+         "Quality": quality_page, "Settings": settings_page}
 
 
 def main() -> None:
