@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from ingest.embeddings import LOCAL_MODEL
-from ingest.errors import ChatError, ContextTooLongError
+from ingest.errors import ChatBusyError, ChatError, ContextTooLongError
 from ingest.language import query_language
 from ingest.settings import Settings
 from kb_app.chat import ChatModel, Reply
@@ -253,6 +253,7 @@ class Answer:
     dropped: int = 0
     finish_reason: str | None = None  # the chat model's: stop, length (cut at the answer's token limit)
     error: str | None = None  # why the answer stopped short (the chat server failed); None when it is whole
+    busy: bool = False  # the failure was the chat server staying overloaded: worth trying again shortly
     retries: int = 0
 
     @property
@@ -325,6 +326,7 @@ def stream(retrieval: Retrieval, chat: ChatModel | None) -> Iterator[Delta | Don
                 yield Delta(text)
     except ChatError as exc:
         answer.error = str(exc)
+        answer.busy = isinstance(exc, ChatBusyError)
     rest = checker.flush()
     if rest:
         parts.append(rest)

@@ -2,7 +2,9 @@
 
 Every route is a thin shell: it validates the request (pydantic), runs the service in a worker thread (searches
 side by side, off the event loop, while an upload ingests) and shapes the answer. Errors a user can act on come
-back as 4xx with a message (`{"error": ...}`; Dify's `{error_code, error_msg}` on /retrieval), never a traceback.
+back as 4xx with a message (`{"error": ...}`; Dify's `{error_code, error_msg}` on /retrieval; OpenAI's
+`{"error": {"message", "type", "code"}}` on its routes), never a traceback. A chat server's failure is a 502, or
+a 503 when it stayed overloaded or none is configured.
 """
 
 from __future__ import annotations
@@ -17,12 +19,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ingest.errors import ConfigError, EmbeddingError, KbError, SearchError, StoreBusyError, StoreError
+from ingest.errors import (
+    ChatBusyError,
+    ChatError,
+    ConfigError,
+    EmbeddingError,
+    KbError,
+    SearchError,
+    StoreBusyError,
+    StoreError,
+)
 from kb_app.service import KnowledgeService
 
 log = logging.getLogger("kb.serve")
 
 Lifespan = Callable[[FastAPI], Any]  # an async context manager factory, as FastAPI's lifespan takes
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")  # errors there in OpenAI's shape, which its clients read
+ANSWER_PATHS = ("/v1/ask", "/v1/chat/completions")  # the routes that need a chat model
 
 
 def create_app(service: KnowledgeService, token: str | None = None, *,
@@ -30,7 +43,7 @@ def create_app(service: KnowledgeService, token: str | None = None, *,
     """The application: REST under /v1, Dify's /retrieval, /health, OpenAPI at /openapi.json and /docs.
     `token` guards every path but /health; `mounts` are further ASGI apps by path (MCP at /mcp), whose
     `lifespans` run with the server's."""
-    from kb_app.api import dify, rest
+    from kb_app.api import answers, dify, rest
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +57,7 @@ def create_app(service: KnowledgeService, token: str | None = None, *,
     app.state.service = service
     app.include_router(rest.router)
     app.include_router(dify.router)
+    app.include_router(answers.router)
     for path, mounted in (mounts or {}).items():
         app.mount(path, mounted)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -98,12 +112,13 @@ class BearerAuth:
 
 
 async def _refuse(scope: dict, send: Callable[[dict], Awaitable[None]], status: int, code: int, message: str) -> None:
-    """A refusal in the shape the path speaks: Dify's on /retrieval (403 for both, as Dify expects), kb's elsewhere."""
+    """A refusal in the shape the path speaks: Dify's on /retrieval (403 for both, as Dify expects), OpenAI's on
+    its routes, kb's elsewhere."""
     if scope["path"].rstrip("/") == "/retrieval":
         status = 403 if status in (401, 403) else status  # Dify expects 403 for both of its auth errors
         body = {"error_code": code, "error_msg": message}
     else:
-        body = {"error": message}
+        body = _shape(scope["path"], status, message)
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     if status == 401:
@@ -113,10 +128,19 @@ async def _refuse(scope: dict, send: Callable[[dict], Awaitable[None]], status: 
 
 
 def error(request: Request, status: int, message: str, dify_code: int | None = None) -> JSONResponse:
-    """An error answer: Dify's shape on /retrieval, `{"error": message}` elsewhere."""
+    """An error answer: Dify's shape on /retrieval, OpenAI's on its routes, `{"error": message}` elsewhere."""
     if request.url.path.rstrip("/") == "/retrieval":
         return JSONResponse({"error_code": dify_code or status, "error_msg": message}, status_code=status)
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse(_shape(request.url.path, status, message), status_code=status)
+
+
+def _shape(path: str, status: int, message: str) -> dict[str, Any]:
+    """`{"error": message}`, or on OpenAI's routes `{"error": {"message", "type", "code"}}` as OpenAI sends it."""
+    if path.rstrip("/") not in OPENAI_PATHS:
+        return {"error": message}
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,6 +156,12 @@ async def _kb_error(request: Request, exc: KbError) -> JSONResponse:
     """kb's own errors, each with the status that tells a client what to do."""
     if isinstance(exc, StoreBusyError):
         status = 409
+    elif isinstance(exc, ChatError):  # the chat server's fault, not the request's: 503 says try again shortly
+        status = 503 if isinstance(exc, ChatBusyError) else 502
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    elif isinstance(exc, ConfigError) and request.url.path.rstrip("/") in ANSWER_PATHS \
+            and not request.app.state.service.has_chat():
+        status = 503  # no chat endpoint configured: this server cannot answer, whatever the request
     elif isinstance(exc, (StoreError, EmbeddingError)):
         status = 503
         log.warning("%s %s: %s", request.method, request.url.path, exc)
