@@ -12,6 +12,7 @@ be built or the server cannot start, these tests fail with the reason.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from kb_app.chat import ChatModel, Reply
 from kb_app.search import Searcher
 from tests.conftest import DATA
 from tests.rigs import vllm as rig
+from tests.test_cli import kb
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
 
@@ -189,3 +191,14 @@ def test_ask_end_to_end_against_vllm(server, sample_kb):
     assert 0 < usage["prompt_tokens"] <= retrieval.prompt_tokens
     assert retrieval.prompt_tokens + retrieval.answer_tokens <= CONTEXT
     assert answer.latency_ms["first_token"] is not None and answer.latency_ms["total"] >= answer.latency_ms["search"]
+
+
+def test_kb_ask_on_the_command_line_streams_vllms_answer(server, sample_kb):
+    """The issue's own command, against the real server: the answer streams, passage [1] is the solar file."""
+    env = {"KB_CHROMA_PATH": str(sample_kb.chroma_path), "KB_ANSWER_TOKENS": "24"}
+    result = kb("ask", QUESTION, "--chat-endpoint", server.v1, "--context-tokens", str(CONTEXT), "--json",
+                cwd=sample_kb.chroma_path.parent, env=env, check=0)
+    data = json.loads(result.stdout)
+    assert data["model"] == MODEL and data["error"] is None and data["answer"]
+    assert data["passages"][0]["source"].endswith("data/en/solar-power.md")
+    assert 0 < data["usage"]["completion_tokens"] <= 24
