@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -29,10 +30,11 @@ from kb_app.search import Searcher, SearchResponse, SearchResult
 
 NOT_FOUND = "Not found in the knowledge base."
 # The best passage's dense (cosine) score under which a question is off the knowledge base's topics, per
-# embedding model: measured on kb's eval data, on-topic questions against off-topic ones (docs/quality.md#the-floor,
-# `python -m bench.floor`). A model not listed has no floor unless KB_ANSWER_FLOOR sets one.
+# embedding model: the highest floor that keeps 99% of every on-topic eval set, measured against off-topic
+# questions (`python -m bench.ask floor`; docs/quality.md#the-answer-floor). A model not listed (multilingual-e5,
+# whose scores follow the language more than the topic) has no floor unless KB_ANSWER_FLOOR sets one.
 FLOORS: dict[str, float] = {
-    LOCAL_MODEL: 0.35,
+    LOCAL_MODEL: 0.32,
 }
 # Tokens the chat template adds around the messages (role markers, the assistant's opening, Qwen3's empty think
 # block): Qwen3's template adds 14 for a system and a user message; counted with room to spare.
@@ -47,11 +49,22 @@ _OPEN_MARKER = re.compile(r"[\[【][\d\s,，、;]*$")
 _HOLD = 24  # characters of an unclosed marker held back: longer, it is not a marker
 
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def _qwen3():  # noqa: ANN202 - ingest.tokens.HFTokenCounter, loaded once per process
+def _qwen3_loaded():  # noqa: ANN202 - ingest.tokens.HFTokenCounter
     from ingest.tokens import qwen3_counter
 
-    return qwen3_counter()
+    counter = qwen3_counter()
+    counter.count_raw("warm")  # the tokenizer file is read at the first count: most of a cold question's wait
+    return counter
+
+
+def _qwen3():  # noqa: ANN202
+    """Qwen3's tokenizer, loaded once per process (under a lock: `retrieve` starts loading it beside the search)."""
+    with _TOKENIZER_LOCK:
+        return _qwen3_loaded()
 
 
 def chat_tokens(text: str, model: str | None) -> int:
@@ -129,6 +142,8 @@ def retrieve(question: str, search: Callable[[str, int], SearchResponse], embedd
     """Search, the floor, the budget and the prompt: everything before the chat model. `search(question, k)` is
     kb's search as the caller configured it (mode, rerank, filter)."""
     started = time.perf_counter()
+    if _qwen3_loaded.cache_info().currsize == 0:  # a first question: load the tokenizer while the search runs
+        threading.Thread(target=_qwen3, daemon=True).start()
     response = search(question, k)
     results = response.results
     floor = floor_for(settings, embedding_model)

@@ -174,7 +174,7 @@ def test_an_off_topic_question_is_not_found_without_the_chat_model(page, chat):
     ask(page, "What is the capital of Peru?")
     page.get_by_text("Not found in the knowledge base.").wait_for(timeout=180_000)
     wait_idle(page)
-    assert page.get_by_text("under the floor of 0.35").count() == 1
+    assert page.get_by_text("under the floor of 0.32").count() == 1
     assert page.get_by_text("The chat model was not asked").count() == 1
     assert page.locator(".kb-passage").count() == 6 and page.locator(".kb-answer").count() == 0
     page.screenshot(path=str(SHOTS / "ask-not-found.png"), full_page=True)
