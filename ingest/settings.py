@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     rerank_api_key: SecretStr | None = None
     # Qwen3-Reranker's prompt around query and passages, for a server not started with its chat template.
     rerank_template: Literal["none", "qwen3"] = "none"
+    # Query vectors a long-running process (the UI, `kb serve`) keeps so a repeated question is not embedded
+    # again (ingest.query_cache): at most this many, in at most this many MiB; 0 turns the cache off.
+    query_cache_entries: int = Field(default=10_000, ge=0)
+    query_cache_mb: float = Field(default=64.0, ge=0)
 
     # How documents are cut.
     # 256/32 from `kb eval` on Debian's translated books (docs/quality.md): paragraph-sized

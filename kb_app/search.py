@@ -18,6 +18,7 @@ from ingest.formats import part_name
 from ingest.instructions import Instruction
 from ingest.knowledge_base import KnowledgeBase
 from ingest.language import main_language, query_language
+from ingest.query_cache import QueryCache, QueryProfile
 from ingest.records import StoredChunk
 from ingest.settings import Settings
 from kb_app.rerank import Reranker, make_reranker
@@ -135,7 +136,8 @@ class Searcher:
     """Holds one knowledge base and its query embedder, so repeated searches pay setup once."""
 
     def __init__(self, settings: Settings, kb: KnowledgeBase | None = None, embedder: Embedder | None = None,
-                 reranker: Reranker | None = None) -> None:
+                 reranker: Reranker | None = None, cache: QueryCache | None = None) -> None:
+        """`cache`: query vectors shared with the process's other searchers (a long-running process passes one)."""
         self.settings = settings
         self.kb = kb or KnowledgeBase.open(settings)
         spec = self.kb.spec
@@ -158,6 +160,9 @@ class Searcher:
         self.embedder = embedder or make_embedder(query_settings, model=spec.model, instruction=spec.instruction)
         # Queries are formatted the way the collection's documents expect.
         self.embedder.instruction = Instruction(spec.instruction, spec.query_task)
+        self.cache = cache
+        self.profile = QueryProfile(self.embedder.model, spec.dimension, spec.requested_dimensions or 0,
+                                    spec.instruction, spec.query_task)
         self.reranker = reranker or (make_reranker(settings) if settings.rerank_endpoint else None)
         self._lexical_checked = -LEXICAL_RECHECK  # monotonic time of the last sync_lexical
         self._main: tuple[KnowledgeBase, str | None] | None = None
@@ -189,9 +194,18 @@ class Searcher:
             raise SearchError("k must be at least 1")
         stages = self._stages(mode, rerank)
         started = time.perf_counter()
-        vector = (await self.embedder.embed([query], "query"))[0]
+        vector = await self._query_vector(query)
         embedded = time.perf_counter() - started
         return await self._answer(query, vector, k, where, started, stages, embedded)
+
+    async def _query_vector(self, query: str) -> Any:  # noqa: ANN401 - the embedder's array
+        """The query's vector: from the cache when this text was asked under this collection's profile before."""
+        if self.cache is not None and (kept := self.cache.get(self.profile, query)) is not None:
+            return kept
+        vector = (await self.embedder.embed([query], "query"))[0]
+        if self.cache is not None:
+            self.cache.put(self.profile, query, vector)
+        return vector
 
     async def _answer(self, query: str, vector: Any, k: int, where: dict[str, Any] | None,  # noqa: ANN401
                       started: float, stages: tuple[str, bool], embedded: float) -> SearchResponse:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
+from ingest.query_cache import QueryCache
 from ingest.report import FileOutcome, IngestReport, Progress
 from ingest.settings import Settings, load_settings
 from kb_app.search import Searcher
@@ -22,8 +23,15 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
+def query_cache() -> QueryCache:
+    """The server process's query vectors, shared by its searchers and sessions, and kept when searchers are
+    dropped after a write: a vector depends on the question and the collection's model, not on what is stored."""
+    return QueryCache.from_settings(load_settings())
+
+
+@st.cache_resource(show_spinner=False)
 def _searcher(key: str, _settings: Settings) -> Searcher:
-    return Searcher(_settings)
+    return Searcher(_settings, cache=query_cache())
 
 
 def searcher(current: Settings) -> Searcher:
