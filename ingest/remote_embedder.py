@@ -15,6 +15,7 @@ import base64
 import binascii
 import re
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Sequence
 
 import httpx
@@ -48,6 +49,9 @@ _TOO_LONG = re.compile(
 )
 _NO_BASE64 = re.compile(r"encoding_format|base64", re.I)
 _PROBE_TIMEOUT = 10.0  # seconds: enough for any server to accept a connection and answer a model list
+# The endpoint a task's last request went to: tenacity's retry callback is told nothing, and a retry is counted
+# against the endpoint whose failure caused it. A context variable, so concurrent requests never mix.
+_LAST_ENDPOINT: ContextVar[str | None] = ContextVar("kb_last_endpoint", default=None)
 
 
 class RemoteEmbedder(Embedder):
@@ -194,6 +198,9 @@ class RemoteEmbedder(Embedder):
 
     def _retried(self) -> None:
         self.stats.retries += 1
+        url = _LAST_ENDPOINT.get()
+        if url is not None:
+            self.stats.endpoint(url).retries += 1
 
     async def _request(self, texts: list[str], kind: Kind) -> np.ndarray:
         """One request to the endpoint `pick` chooses; a transient fault backs that endpoint off and raises."""
@@ -203,28 +210,35 @@ class RemoteEmbedder(Embedder):
         weight = sum(len(t) for t in texts)
         sent = time.perf_counter()
         self.stats.requests += 1
-        with endpoint.carrying(weight):
+        counts = self.stats.endpoint(endpoint.url)
+        _LAST_ENDPOINT.set(endpoint.url)
+        with endpoint.carrying(weight), counts.carrying():
             try:
                 # The raw body, parsed here: openai's typed models cost more CPU per vector than the decoding.
                 response = await self._client(endpoint).embeddings.with_raw_response.create(**self._body(texts, kind))
             except openai.APIStatusError as exc:
                 refusal = self._refusal(endpoint.url, exc)
                 if refusal is None:
+                    counts.count_error(str(exc.status_code))
                     endpoint.pushed_back(*self._backoff)
                     raise
                 if self._base64 and exc.status_code in (400, 422) and _NO_BASE64.search(error_message(exc)):
                     self._base64 = False
                     return await self._request(texts, kind)
+                counts.count_error(str(exc.status_code))
                 raise refusal from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 self.stats.count_error(type(exc).__name__)
+                counts.count_error(type(exc).__name__)
                 endpoint.pushed_back(*self._backoff)
                 raise
         try:
             vectors = self._vectors(response.http_response.content, len(texts), endpoint.url)
         except BadAnswerError:
+            counts.count_error("bad_answer")
             endpoint.failed(*self._backoff)
             raise
+        counts.inputs += len(texts)
         endpoint.succeeded()
         endpoint.limit.succeeded(time.perf_counter() - sent, weight)
         return vectors

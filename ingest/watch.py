@@ -30,6 +30,7 @@ from .errors import ConfigError, KbError
 from .formats import file_type_of
 from .knowledge_base import KnowledgeBase
 from .manage import delete_documents
+from .metrics import Metrics
 from .pipeline import ingest
 from .report import FileOutcome, IngestReport
 from .settings import Settings
@@ -94,8 +95,10 @@ class FolderSync:
     """
 
     def __init__(self, paths: Sequence[str | Path], settings: Settings, *, debounce_ms: int = 500,
-                 settle_ms: int = 1000, on_report: Callable[[SyncRound], None] | None = None) -> None:
+                 settle_ms: int = 1000, on_report: Callable[[SyncRound], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.roots = _folders(paths)
+        self.metrics = metrics  # kb serve --watch: its rounds counted in the server's /metrics
         self.settings = settings
         self.debounce, self.settle = debounce_ms / 1000, settle_ms / 1000
         self.on_report = on_report
@@ -208,7 +211,8 @@ class FolderSync:
                 gone.append(raw)
         outcomes = self._remove(gone) + failed
         if files:
-            report = ingest(sorted(set(files)), self.settings, store_process=False)
+            run = self.metrics.ingest if self.metrics is not None else ingest
+            report = run(sorted(set(files)), self.settings, store_process=False)
             report.outcomes[:0] = outcomes
             return report
         return self._report(outcomes, started) if outcomes else None

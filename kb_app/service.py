@@ -21,7 +21,8 @@ from typing import Any, Iterator, Sequence
 from ingest.errors import SearchError
 from ingest.knowledge_base import KnowledgeBase
 from ingest.manage import delete_documents, status
-from ingest.pipeline import ingest
+from ingest.metrics import Metrics
+from ingest.query_cache import QueryCache
 from ingest.report import IngestReport
 from ingest.settings import Settings
 from kb_app.answer import Retrieval, retrieve
@@ -56,6 +57,10 @@ class KnowledgeService:
         self._built: dict[str, int] = {}
         self._lock = threading.Lock()
         self._chat: ChatModel | None = None
+        # The server's metrics (GET /metrics); the query cache's counts are read from it at each scrape.
+        self.metrics = Metrics(serving=True, query_cache=lambda: self.query_cache)
+        # Query vectors shared by every searcher built here: a question asked again is not embedded again.
+        self.query_cache = QueryCache.from_settings(settings)
 
     def settings_for(self, collection: str | None) -> Settings:
         """The settings with `collection` (None: the configured one)."""
@@ -82,7 +87,7 @@ class KnowledgeService:
                 self._built[name] = self._built.get(name, 0) + 1
         if build:
             try:
-                found = Searcher(self.settings_for(name))
+                found = Searcher(self.settings_for(name), cache=self.query_cache)
             except BaseException:
                 with self._lock:
                     self._built[name] -= 1
@@ -97,8 +102,10 @@ class KnowledgeService:
     def search(self, query: str, k: int = 5, collection: str | None = None, *, mode: str | None = None,
                where: dict[str, Any] | None = None, rerank: bool | None = None) -> SearchResponse:
         """The k best passages (kb's own search: dense or hybrid, reranked when asked)."""
-        with self.searcher(collection) as searcher:
-            return searcher.search(query, k, where, mode=mode, rerank=rerank)
+        with self.metrics.searching() as searched, self.searcher(collection) as searcher:
+            response = searcher.search(query, k, where, mode=mode, rerank=rerank)
+            searched(response)
+            return response
 
     def chat(self) -> ChatModel:
         """The chat model that writes answers (one client, shared by threads). Raises ConfigError when none is set."""
@@ -115,9 +122,16 @@ class KnowledgeService:
                  answer_tokens: int | None = None) -> Retrieval:
         """Everything before the chat model writes an answer (kb_app.answer.retrieve): the searcher goes back to
         the pool before the answer streams, which takes far longer than the search."""
+        self.metrics.answers.inc()
+
+        def search(query: str, top: int) -> SearchResponse:
+            with self.metrics.searching() as searched:
+                response = searcher.search(query, top, where, mode=mode, rerank=rerank)
+                searched(response)
+                return response
+
         with self.searcher(collection) as searcher:
-            return retrieve(question, lambda query, top: searcher.search(query, top, where, mode=mode, rerank=rerank),
-                            searcher.spec.model, self.settings, k=k, chat_model=chat_model,
+            return retrieve(question, search, searcher.spec.model, self.settings, k=k, chat_model=chat_model,
                             answer_tokens=answer_tokens)
 
     def passage(self, chunk_id: str, around: int = 1, collection: str | None = None) -> Passage:
@@ -132,7 +146,7 @@ class KnowledgeService:
 
     def ingest(self, paths: Sequence[str | Path], collection: str | None = None) -> IngestReport:
         """Ingest files as the UI does (the embedded store is this process's: writes go through its client)."""
-        return ingest(paths, self.settings_for(collection), store_process=False)
+        return self.metrics.ingest(paths, self.settings_for(collection), store_process=False)
 
     def delete(self, sources: Sequence[str], collection: str | None = None) -> tuple[dict[str, int], list[str]]:
         """Remove documents by source (or folder): chunks removed per document, and the sources that matched none."""

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ingest.errors import (
     ChatBusyError,
@@ -40,7 +40,8 @@ ANSWER_PATHS = ("/v1/ask", "/v1/chat/completions")  # the routes that need a cha
 
 def create_app(service: KnowledgeService, token: str | None = None, *,
                lifespans: tuple[Lifespan, ...] = (), mounts: dict[str, Any] | None = None) -> FastAPI:
-    """The application: REST under /v1, Dify's /retrieval, /health, OpenAPI at /openapi.json and /docs.
+    """The application: REST under /v1, Dify's /retrieval, /health, /metrics (Prometheus), OpenAPI at
+    /openapi.json and /docs.
     `token` guards every path but /health; `mounts` are further ASGI apps by path (MCP at /mcp), whose
     `lifespans` run with the server's."""
     from kb_app.api import answers, dify, rest
@@ -60,6 +61,7 @@ def create_app(service: KnowledgeService, token: str | None = None, *,
     app.include_router(answers.router)
     for path, mounted in (mounts or {}).items():
         app.mount(path, mounted)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(KbError, _kb_error)
     settings = service.settings
@@ -141,6 +143,15 @@ def _shape(path: str, status: int, message: str) -> dict[str, Any]:
     kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
     kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+async def _metrics(request: Request) -> Response:
+    """The server's metrics in Prometheus' text format (behind the bearer token, as every route but /health:
+    they name the collections' endpoints and show how the server is used)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = request.app.state.service.metrics.exposition()
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

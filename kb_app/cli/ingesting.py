@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
+from ingest.errors import ConfigError
+from ingest.metrics import Metrics
 from ingest.pipeline import ingest, reembed
 from ingest.settings import load_settings
 from kb_app.cli.options import (
@@ -69,6 +73,11 @@ def ingest_command(
     ocr_engine: OcrEngine = None,
     lock_wait: Annotated[Optional[float], typer.Option(
         help="Seconds to wait while another process writes to the same embedded store [600]")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Serve Prometheus metrics on this port while the run lasts (GET /metrics)")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        help="Address the metrics listen on (0.0.0.0 for a scraper on another host, e.g. a Kubernetes pod's "
+             "Prometheus)")] = "127.0.0.1",
     as_json: AsJson = False,
     config: Config = None,
 ) -> None:
@@ -83,8 +92,11 @@ def ingest_command(
         ocr_engine=ocr_engine,
     )
     try:
-        with RichProgress(err) as progress:
-            report = ingest(paths, settings, prune=prune, progress=progress)
+        with RichProgress(err) as progress, _metrics_server(metrics_port, metrics_host) as metrics:
+            if metrics is None:
+                report = ingest(paths, settings, prune=prune, progress=progress)
+            else:
+                report = metrics.ingest(paths, settings, prune=prune, progress=progress)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: files already stored are kept; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -92,6 +104,27 @@ def ingest_command(
     if as_json:
         print_json(report.to_dict())
     raise typer.Exit(0 if report.ok else 1)
+
+
+@contextmanager
+def _metrics_server(port: int | None, host: str) -> Iterator[Metrics | None]:
+    """The run's metrics, served over HTTP (Prometheus' text format) until the run ends; None without a port."""
+    if port is None:
+        yield None
+        return
+    from prometheus_client import start_http_server
+
+    metrics = Metrics()
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        yield metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def reembed_command(

@@ -83,7 +83,7 @@ def serve_command(
         synced.setLevel(logging.INFO)
         synced.propagate = False
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not "1 change detected" per event
-        watching = watch_in_thread(watch, settings)  # a folder that is not there is refused here
+        watching = watch_in_thread(watch, settings, metrics=service.metrics)  # a missing folder is refused here
         err.print(f"watching {', '.join(map(str, watch))}: new and changed files are ingested, deleted ones removed")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
