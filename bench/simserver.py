@@ -175,6 +175,8 @@ class Simulator:
 
     async def embed_counted(self, texts: list[str], dimensions: int | None = None) -> tuple[np.ndarray, int]:
         """`embed`, and the tokens the inputs took (the answer's `usage`)."""
+        if self.stats.first_request is None:  # when it arrived, before the server's own tokenising
+            self.stats.first_request = time.monotonic()
         counts = await asyncio.to_thread(self.count, texts)
         for count in counts:
             if self.strict and count >= self.max_model_len:  # SGLang's own comparison and words
@@ -189,8 +191,6 @@ class Simulator:
                 )
         self.check_dimensions(dimensions)
         request = _Request(sum(counts), sum(counts), asyncio.get_running_loop().create_future())
-        if self.stats.first_request is None:
-            self.stats.first_request = time.monotonic()
         self.stats.requests += 1
         self.stats.inputs += len(texts)
         self.queue.append(request)
@@ -210,6 +210,8 @@ class Simulator:
             "model": self.model, "capacity_tokens_per_s": round(self.capacity), "requests": stats.requests,
             "inputs": stats.inputs, "tokens": stats.tokens, "steps": stats.steps, "busy_s": round(stats.busy, 3),
             "window_s": round(window, 3),
+            # On the machine's monotonic clock, which every process shares: for bench.startend.
+            "first_request_at": stats.first_request, "last_answer_at": stats.last_answer,
             "tokens_per_s": round(stats.tokens / window) if window > 0 else 0,
             "share_of_capacity": round(stats.tokens / window / self.capacity, 4) if window > 0 else 0.0,
         }

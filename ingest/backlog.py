@@ -23,6 +23,8 @@ class InFlight:
     failed: str | None = None
     ready: list[int] = field(default_factory=list)  # back from the server, not yet handed to the writer
     stored: list[str] = field(default_factory=list)  # ids of parts sent to the store (written, or maybe half)
+    keys: list[str] = field(default_factory=list)  # each chunk's `records.input_key`
+    reused: int = 0  # chunks whose vectors came from the store
 
 
 @dataclass

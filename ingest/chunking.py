@@ -65,6 +65,29 @@ def find_headings(text: str) -> list[tuple[int, int, str]]:
     return sorted((start, end, " ".join(heading.split())) for start, end, heading in found if _WORDY.search(heading))
 
 
+def sections(text: str, min_chars: int = 1) -> list[tuple[int, int]]:
+    """(start, end) spans covering `text`, cut at the start of a heading's line once the span so far holds
+    `min_chars` characters and more than a heading: a short section (a title straight above its first
+    subheading, a two-line section) joins the one after it, so chunks do not shrink to a few words each. Only a
+    run of short sections can move a cut: past the first long one, the cuts are where they were."""
+    cuts = [0]
+    for start, _, _ in find_headings(text):
+        line = text.rfind("\n", 0, start) + 1
+        if line > cuts[-1]:
+            held = text[cuts[-1] : line]
+            if len(held.strip()) < min_chars or _heading_only(text, cuts[-1], line):
+                continue  # too little of its own before this heading: one section with it
+            cuts.append(line)
+    return [(start, end) for start, end in zip(cuts, cuts[1:] + [len(text)]) if start < end]
+
+
+def _heading_only(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is one heading (ATX or underlined) and blank lines."""
+    lines = [line for line in text[start:end].splitlines() if line.strip()]
+    return len(lines) == 1 and bool(_ATX.match(lines[0])) or (
+        len(lines) == 2 and bool(_UNDERLINED.match("\n".join(lines))))
+
+
 # How many tokens text[start:end] costs: exactly, or estimated from one encoding of the whole text.
 Measure = Callable[[str, int, int], int]
 
@@ -144,8 +167,10 @@ class Chunker:
 
     @property
     def signature(self) -> str:
-        """What a chunk depends on besides the text: stored so a settings change re-chunks."""
-        return f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}" + ("|headings" if self.headings else "")
+        """What a chunk depends on besides the text: stored so a settings change (or a new way of cutting)
+        re-chunks. `sections`: every section is cut on its own (see `_split`)."""
+        return (f"{self.counter.name}|{self.chunk_tokens}|{self.overlap}" + ("|headings" if self.headings else "")
+                + "|sections")
 
     def count(self, text: str) -> int:
         return self._count(self._format(text))
@@ -179,6 +204,17 @@ class Chunker:
         return entries
 
     def _split(self, text: str) -> list[Chunk]:
+        """Each section (from a heading's line to the next heading's) is cut on its own, so chunk boundaries
+        start again at every heading: an edit changes the chunks of its own section and no others, whose
+        vectors are then reused. Packing sections together from the top would shift every later boundary."""
+        chunks: list[Chunk] = []
+        # A section of under about half a chunk of English (two characters a token) joins the next.
+        for start, end in sections(text, min_chars=2 * self.chunk_tokens):
+            for chunk in self._split_section(text[start:end]):
+                chunks.append(Chunk(len(chunks), chunk.start + start, chunk.end + start, chunk.text, chunk.tokens))
+        return chunks
+
+    def _split_section(self, text: str) -> list[Chunk]:
         starts = self._token_starts(text)
         pending = deque(self._pieces(text, starts))
         chunks: list[Chunk] = []

@@ -39,7 +39,10 @@ from .shards import Shard
 # The vector index of every chunk collection. ef_search is raised from Chroma's 100 to 200: more of the true
 # nearest neighbours found at about the same search time (bench/scale.py; docs/benchmarks.md, "Search latency
 # as the store grows"). Chroma's other defaults are kept, written out so a change of them cannot change kb's.
-HNSW = {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 200}
+# The inner product: kb stores unit vectors (embeddings.normalise), for which it is the cosine, and Chroma keeps
+# them bit for bit, where its "cosine" space normalises them again and may move a last bit; a vector reused from
+# the store (chunk-level reuse) is then exactly the one the model gave. Collections made before keep "cosine".
+HNSW = {"space": "ip", "max_neighbors": 16, "ef_construction": 100, "ef_search": 200}
 
 _FLOATS_PER_WRITE = 1 << 20  # vectors in one Chroma write: 4 MB as float32 (409 chunks at 2,560-d)
 
@@ -50,6 +53,9 @@ def validate_name(name: str) -> None:
             f"collection name {name!r} is not valid: 3-500 characters from letters, digits, '.', '_' and '-', "
             "starting and ending with a letter or digit"
         )
+
+
+_KEYS_PER_READ = 200  # input keys asked at once: Chroma's `$in` becomes one SQL variable per key
 
 
 @dataclass
@@ -425,6 +431,33 @@ class KnowledgeBase:
         return [StoredChunk(i, t or "", m or {})
                 for got in self._pages(self._chunks, {"source": source}, ["documents", "metadatas"])
                 for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+
+    def vectors_for(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """A stored vector for each of `keys` (`ChunkMetadata.input_key`) the collection holds, for chunk-level
+        reuse. A key many entries share (a heading in every file) is asked again alone, so it cannot crowd the
+        others out of a page."""
+        if not keys or not self._open_existing():
+            return {}
+        found: dict[str, np.ndarray] = {}
+        missing = list(dict.fromkeys(keys))
+        for _ in range(3):
+            asked, missing = missing, []
+            for start in range(0, len(asked), _KEYS_PER_READ):
+                part = asked[start : start + _KEYS_PER_READ]
+                try:
+                    got = self._chunks.get(where={"input_key": {"$in": part}}, include=["embeddings", "metadatas"],
+                                           limit=4 * len(part))
+                except Exception as exc:  # see the module's docstring
+                    raise self._failed(f"cannot read vectors from collection {self.name!r}", exc) from None
+                for vector, metadata in zip(got["embeddings"], got["metadatas"]):
+                    key = (metadata or {}).get("input_key")
+                    if key and key not in found:
+                        found[key] = np.asarray(vector, dtype=np.float32)
+                if len(got["ids"]) >= 4 * len(part):  # the page was full: some keys may not have come
+                    missing += [key for key in part if key not in found]
+            if not missing:
+                break
+        return found
 
     def get(self, ids: Sequence[str], where: dict[str, Any] | None = None) -> list[StoredChunk]:
         """The chunks with these ids (those that also match `where`), in the order asked."""

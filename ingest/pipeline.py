@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .backlog import Backlog, InFlight, Write
-from .chunking import ChunkerSpec
+from .chunking import Chunker, ChunkerSpec
 from .client import lexical_dir
 from .discover import discover, sha256_of
 from .embeddings import Embedder, make_embedder
@@ -27,9 +28,9 @@ from .formats.image import IMAGE_TYPES
 from .inflight import Gate
 from .knowledge_base import DocumentWrite, KnowledgeBase
 from .lock import write_lock
-from .prepare import Workers, is_big, timed
+from .prepare import Workers, is_big, load_chunker_early, timed
 from .processes import give_back_memory
-from .records import LEGACY_SCAN_WARNING, ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
+from .records import LEGACY_SCAN_WARNING, ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, input_key, now
 from .report import FileOutcome, IngestReport, Progress, Silent, StageTimes
 from .settings import Settings
 from .store_process import StoreProcess
@@ -41,6 +42,17 @@ _PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as it
 def _unread_scan(record: DocumentRecord) -> bool:
     """A scanned PDF recorded, with nothing indexed, by a kb without OCR: read it again now."""
     return record.chunks == 0 and LEGACY_SCAN_WARNING in record.warnings
+
+
+def _hashes(files: list[Path]) -> dict[Path, tuple[int, str] | OSError]:
+    """Each file's size and sha256, or why it cannot be read (one thread: hashing releases the GIL)."""
+    found: dict[Path, tuple[int, str] | OSError] = {}
+    for path in files:
+        try:
+            found[path] = (path.stat().st_size, sha256_of(path))
+        except OSError as exc:
+            found[path] = exc
+    return found
 
 
 def _size(path: Path) -> int:
@@ -119,7 +131,11 @@ async def ingest_async(
             await embedder.aclose()
     run.stages.process_cpu = time.process_time() - cpu_started
     embedder.stats.in_flight = embedder.limits()
-    return IngestReport(settings.collection, embedder.model, outcomes, time.perf_counter() - started,
+    ended = time.perf_counter()
+    if run.first_sent is not None and run.last_answer is not None:
+        run.stages.to_first_request = run.first_sent - started
+        run.stages.after_last_answer = ended - run.last_answer
+    return IngestReport(settings.collection, embedder.model, outcomes, ended - started,
                         embedder.stats, run.stages, run.todo_bytes, settings.shard, run.other_shards)
 
 
@@ -148,6 +164,11 @@ class _Run:
         self.stages = StageTimes()
         self.group: asyncio.TaskGroup | None = None
         self.workers: Workers | None = None  # opened once the files to read are known
+        self.early: Future[Chunker] | None = None  # this process's tokenizer, loading while the store opens
+        self.first_sent: float | None = None  # perf_counter when the first embedding request left
+        self.last_answer: float | None = None  # and when the last answer came back
+        self.reuse = True  # stored vectors of the same model input are reused (not when re-indexing: --force)
+        self.lookups = asyncio.Lock()
 
     def _finish(self, outcome: FileOutcome) -> None:
         self.outcomes.append(outcome)
@@ -165,34 +186,27 @@ class _Run:
             errors = [error for error in errors if str(error.path) in given or self.shard.owns(str(error.path))]
         for error in errors:
             self.outcomes.append(FileOutcome(error.path, "failed", reason=error.reason))
+        found_bytes = sum(_size(p) for p in files)
         if store_process is None:
-            store_process = is_big(len(files), sum(_size(p) for p in files)) and not self.settings.chroma_url
+            store_process = is_big(len(files), found_bytes) and not self.settings.chroma_url
         # Taken before the store is opened, so the records this run reads are the last writer's.
         with write_lock(self.settings, waiting=getattr(self.progress, "waiting", None)):
             self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings, create=True)
             self.stages.store_in_process = store_process
             try:
-                return await self._go(files, prune, force)
+                return await self._go(files, prune, force, found_bytes)
             finally:
                 if isinstance(self.kb, StoreProcess):
                     self.kb.close()
 
-    async def _go(self, files: list[Path], prune: bool, force: bool) -> list[FileOutcome]:
-        assert self.kb is not None
-        embedder = self.embedder
-        await asyncio.to_thread(self.kb.check_model, embedder.model, self.settings.dimensions,
-                                embedder.instruction.name)
-        self.records = await asyncio.to_thread(self.kb.documents)
-        todo = await self._todo(files, force)
-        if todo:
-            # Before any file is parsed: a server that is not there is one message, not retries for every
-            # batch. A run with nothing to embed (all unchanged, a prune) needs no server.
-            await embedder.probe()
+    async def _go(self, files: list[Path], prune: bool, force: bool, found_bytes: int) -> list[FileOutcome]:
+        todo = await self._start(files, force, found_bytes)
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
         images = sum(file_type_of(path) in IMAGE_TYPES for path, _ in todo)
         self.workers = Workers(self.settings, self.spec, self.chunker,
-                               is_big(len(todo), self.todo_bytes, images))
+                               is_big(len(todo), self.todo_bytes, images), self.early)
+        self.early = None  # the workers hold it while they need it
         self.stages.prepare_in_workers = bool(self.workers.processes)
         try:
             if todo:
@@ -218,16 +232,53 @@ class _Run:
             self.outcomes.append(FileOutcome("(lexical index)", "failed", reason=str(exc)))
         return self.outcomes
 
-    async def _todo(self, files: list[Path], force: bool) -> list[tuple[Path, str]]:
+    async def _start(self, files: list[Path], force: bool, found_bytes: int) -> list[tuple[Path, str]]:
+        """Open the store and read its records, and meanwhile hash the files, probe the endpoint and, when
+        the run may be big, load this process's tokenizer (it reads the first files while the workers start):
+        opening a store process takes seconds, and the rest hides behind it. The files to read."""
+        assert self.kb is not None
+        hashing = asyncio.create_task(asyncio.to_thread(_hashes, files))
+        probe = asyncio.create_task(self.embedder.probe())
+        probe.add_done_callback(lambda task: task.cancelled() or task.exception())  # raised below, or not wanted
+        images = sum(file_type_of(path) in IMAGE_TYPES for path in files)
+        if Workers.processes_for(self.settings, is_big(len(files), found_bytes, images)):
+            self.early = load_chunker_early(self.spec)
+        try:
+            self.records = await asyncio.to_thread(self._records, force)
+            # A collection with no documents yet has no vectors to give: its files ask the store nothing.
+            self.reuse = not force and bool(self.records)
+            todo = self._todo(files, force, await hashing)
+            if todo:
+                # Before any file is parsed: a server that is not there is one message, not retries for every
+                # batch. A run with nothing to embed (all unchanged, a prune) needs no server.
+                await probe
+        finally:
+            probe.cancel()
+        return todo
+
+    def _records(self, force: bool = False) -> dict[str, DocumentRecord]:
+        """The store's records, once it has checked the run's model against the collection's. One call in
+        one thread: the event loop, slowed meanwhile by the tokenizer loading, is not woken in between.
+        A collection with documents then has its vectors read once: the first read of a freshly opened store
+        is slow, and the files' reuse lookups would each wait for it."""
+        assert self.kb is not None
+        self.kb.check_model(self.embedder.model, self.settings.dimensions, self.embedder.instruction.name)
+        records = self.kb.documents()
+        if records and not force:
+            self.kb.vectors_for(["0" * 32])
+        return records
+
+    def _todo(self, files: list[Path], force: bool,
+              hashes: dict[Path, tuple[int, str] | OSError]) -> list[tuple[Path, str]]:
         """The files to read, with their hashes; the unchanged ones (same hash, same chunking) are reported."""
         todo: list[tuple[Path, str]] = []
         for path in files:
-            try:
-                self.sizes[str(path)] = path.stat().st_size
-                digest = await asyncio.to_thread(sha256_of, path)
-            except OSError as exc:
-                self.outcomes.append(FileOutcome(str(path), "failed", reason=f"cannot read: {exc.strerror or exc}"))
+            hashed = hashes[path]
+            if isinstance(hashed, OSError):
+                self.outcomes.append(FileOutcome(str(path), "failed",
+                                                 reason=f"cannot read: {hashed.strerror or hashed}"))
                 continue
+            self.sizes[str(path)], digest = hashed
             record = self.records.get(str(path))
             if (not force and record and record.sha256 == digest and record.chunking == self.chunker.signature
                     and not _unread_scan(record)):
@@ -245,6 +296,8 @@ class _Run:
             tasks.append(self.group.create_task(self._prepare(path, digest, ahead)))
         if tasks:
             await asyncio.gather(*tasks)
+        # Every file is read: the workers' exit overlaps the last requests instead of following them.
+        await asyncio.to_thread(self.workers.close)
         # Only a finished producer marks the end: if the run is cancelled, every stage is being cancelled.
         await self.queue.put(None)
 
@@ -265,13 +318,52 @@ class _Run:
             self.stages.prepare_cpu += cpu
             self.stages.parse_cpu += parse_cpu
             item = InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
+            item.keys = [self._input_key(chunk.text) for _, chunk in pieces]
             self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
-            if not pieces:
-                await self.writes.put(Write(item, [], final=True))
+            await self._reuse(item)
+            if item.remaining == 0:  # no chunks, or every vector reused: straight to the writer
+                ready, item.ready = item.ready, []
+                await self.writes.put(Write(item, ready, final=True))
             for index in range(len(pieces)):
-                await self.queue.put((item, index))
+                if item.vectors[index] is None:
+                    await self.queue.put((item, index))
         finally:
             ahead.release()
+
+    def _input_key(self, text: str) -> str:
+        """`records.input_key` of a chunk as this run's embedder sends it."""
+        embedder = self.embedder
+        return input_key(embedder.model, getattr(embedder, "dimensions", None) or 0, embedder.instruction.name,
+                         embedder.instruction.document(text))
+
+    async def _reuse(self, item: InFlight) -> None:
+        """Take the stored vectors of the file's chunks whose model input the collection already holds (the
+        unchanged sections of an edited file, a copy under another name): those are not embedded again. The
+        collection has one model, dimension and instruction, and the key carries them too."""
+        assert self.kb is not None
+        if not self.reuse or not item.pieces:
+            return
+        try:
+            async with self.lookups:  # one at a time: reads side by side only slow each other (and the writes)
+                found = await asyncio.to_thread(self.kb.vectors_for, item.keys)
+        except StoreError:  # reuse saves work, nothing more: the chunks are embedded as they would have been
+            return
+        tokens = 0
+        for index, key in enumerate(item.keys):
+            vector = found.get(key)
+            if vector is not None and self.embedder.dimension is None:
+                # A run that embeds nothing still writes vectors of the collection's dimension; an answer of
+                # another dimension later is refused, as any answer that does not match would be.
+                self.embedder.dimension = vector.shape[0]
+            if vector is not None and vector.shape[0] == self.embedder.dimension:
+                item.vectors[index] = vector
+                item.remaining -= 1
+                item.ready.append(index)
+                item.reused += 1
+                tokens += item.pieces[index][1].tokens
+        if item.reused:  # told as reused first: a display (metrics) may subtract them from the embedded count
+            self.progress.reused(item.reused, tokens)
+            self.progress.embedded(item.reused, tokens)
 
     async def _batch(self) -> None:
         """Group queued chunks into requests bounded in inputs and tokens; keep `concurrency` in flight."""
@@ -320,9 +412,11 @@ class _Run:
         try:
             texts = [item.pieces[index][1].text for item, index in batch]
             requested = time.perf_counter()
+            self.first_sent = self.first_sent or requested
             try:
                 vectors, too_long = await self.embedder.embed_partial(texts, "document")
-                self.stages.embed_wall += time.perf_counter() - requested
+                self.last_answer = time.perf_counter()
+                self.stages.embed_wall += self.last_answer - requested
             except EmbeddingError as exc:
                 self._fail(batch, str(exc))
                 return
@@ -442,7 +536,7 @@ class _Run:
             if write.record is not None and not item.failed:
                 self.partial.pop(id(item), None)
                 self._finish(FileOutcome(loaded.source, "ingested", write.record.chunks, write.record.tokens,
-                                         warnings=loaded.warnings))
+                                         warnings=loaded.warnings, reused=item.reused))
 
     def _document_write(self, queued: Write) -> DocumentWrite:
         item = queued.item
@@ -462,7 +556,7 @@ class _Run:
                 file_type=loaded.file_type, sha256=loaded.sha256, chunk=chunk.index, start=shown.start,
                 end=shown.end, tokens=chunk.tokens, heading=chunk.text if chunk.section is not None else None,
                 section=chunk.section, page=doc.page, language=doc.language or None, sheet=doc.sheet,
-                chapter=doc.chapter, ocr=doc.ocr or None,
+                chapter=doc.chapter, ocr=doc.ocr or None, input_key=item.keys[index],
             ).to_metadata())
         vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
                    else np.zeros((0, self.embedder.dimension or 1), np.float32))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -47,33 +48,92 @@ def is_big(files: int, size: int, images: int = 0) -> bool:
     return files + 30 * images >= 32 or size >= 8 * 1024 * 1024
 
 
+def loaded_chunker(spec: ChunkerSpec) -> Chunker:
+    """`spec`'s chunker with its tokenizer loaded (it loads at the first count, which takes a second or so)."""
+    chunker = spec.build()
+    chunker.counter.count("")
+    return chunker
+
+
+def load_chunker_early(spec: ChunkerSpec) -> Future[Chunker]:
+    """`loaded_chunker` in a daemon thread, started before the run knows whether it needs it: a run that
+    turns out to have little or nothing to read does not wait for it to finish."""
+    future: Future[Chunker] = Future()
+
+    def load() -> None:
+        try:
+            future.set_result(loaded_chunker(spec))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the chunker
+            future.set_exception(exc)
+
+    threading.Thread(target=load, name="kb-tokenizer", daemon=True).start()
+    return future
+
+
 class Workers:
     """Where a run's files are read and chunked. Parsing and chunking are CPU-bound Python: worker processes
     for big runs (or when --workers says so), one thread for small ones (starting a process costs more than
-    a few files take)."""
+    a few files take).
 
-    def __init__(self, settings: Settings, spec: ChunkerSpec, chunker: Chunker, big: bool) -> None:
+    A worker takes seconds to be of use (spawned, kb imported, a tokenizer loaded): until the first one is,
+    files are read here, in a thread, with `early`'s chunker (loaded meanwhile), so the first embedding
+    request does not wait for the workers. `prepared_here` lists those files.
+    """
+
+    def __init__(self, settings: Settings, spec: ChunkerSpec, chunker: Chunker, big: bool,
+                 early: Future[Chunker] | None = None) -> None:
         self.chunker = chunker
-        wanted = settings.workers or min(os.cpu_count() or 1, 4)
-        self.processes = wanted if wanted > 1 and (settings.workers > 1 or big) else 0
+        self.processes = self.processes_for(settings, big)
         # One OCR thread per worker process (one process per core); the one parsing thread of a small run
         # may use the cores.
         self.options = ReadOptions(
             password=settings.pdf_password.get_secret_value() if settings.pdf_password else None,
             ocr=settings.ocr, ocr_threads=1 if self.processes else min(os.cpu_count() or 1, 4),
             ocr_engine=settings.ocr_engine, ocr_languages=settings.ocr_languages)
-        self.pool: Executor = (process_pool("kb-parse", wanted, _init_worker, (spec,)) if self.processes
+        self.pool: Executor = (process_pool("kb-parse", self.processes, _init_worker, (spec,)) if self.processes
                                else ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare"))
+        self.prepared_here: list[Path] = []
+        self._early = early if self.processes else None
+        self._here: ThreadPoolExecutor | None = None
+        if self._early is not None:
+            self._here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare-early")
+        # One call each spawns every worker now (the pool spawns one per call it cannot hand to an idle one).
+        self._up = [self.pool.submit(_load_tokenizer) for _ in range(self.processes)]
+
+    @staticmethod
+    def processes_for(settings: Settings, big: bool) -> int:
+        """How many worker processes a run of this size gets (0: a thread of this process)."""
+        wanted = settings.workers or min(os.cpu_count() or 1, 4)
+        return wanted if wanted > 1 and (settings.workers > 1 or big) else 0
+
+    @property
+    def started(self) -> bool:
+        """A worker process is up, its tokenizer loaded (or failed to: its own calls then say why)."""
+        return any(up.done() for up in self._up)
 
     def prepare(self, path: Path, sha256: str) -> asyncio.Future[tuple[Prepared, float, float]]:
-        """`prepare` of one file, timed, in a worker."""
+        """`prepare` of one file, timed, in a worker (or here, while the workers start)."""
         loop = asyncio.get_running_loop()
+        if self._early is not None and self._here is not None:
+            if not self.started:
+                self.prepared_here.append(path)
+                return asyncio.wrap_future(self._here.submit(_prepare_early, self._early, path, sha256,
+                                                             self.options))
+            self._early = None  # the files read here hold it until they are done; then its memory goes
         if self.processes:
             return loop.run_in_executor(self.pool, _prepare_in_worker, path, sha256, self.options)
         return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.options)
 
     def close(self) -> None:
+        """Stop the workers (waiting for processes to exit; a second call does nothing)."""
+        if self._here is not None:
+            self._here.shutdown(wait=False, cancel_futures=True)
         self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
+
+
+def _prepare_early(early: Future[Chunker], path: Path, sha256: str,
+                   options: ReadOptions) -> tuple[Prepared, float, float]:
+    return timed(prepare, path, sha256, early.result(), options)
 
 
 # A worker process's chunker, built once by the pool's initializer (tokenizers load slowly).
@@ -83,6 +143,13 @@ _worker_chunker: Chunker | None = None
 def _init_worker(spec: ChunkerSpec) -> None:
     global _worker_chunker
     _worker_chunker = spec.build()
+
+
+def _load_tokenizer() -> None:
+    """Load the worker's tokenizer (not in the initializer: a failure there would break the pool, and the
+    run would report a crashed worker for every file instead of the tokenizer's own error)."""
+    assert _worker_chunker is not None
+    _worker_chunker.counter.count("")
 
 
 def _prepare_in_worker(path: Path, sha256: str, options: ReadOptions) -> tuple[Prepared, float, float]:

@@ -104,6 +104,9 @@ class ChunkMetadata:
     sheet: str | None = None  # spreadsheets: the sheet's name
     chapter: str | None = None  # e-books: the chapter's title
     ocr: bool | None = None  # True when the text was read by OCR (written only then)
+    # `input_key` of what was embedded: entries with the same key have interchangeable vectors (chunk-level reuse).
+    # Not written before kb reused vectors: such entries are never reused.
+    input_key: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         """As stored: keys with no value are left out (Chroma keeps no None)."""
@@ -147,6 +150,13 @@ def document_id(source: str) -> str:
 def chunk_id(source: str, sha256: str, page: int | None, index: int) -> str:
     """Deterministic: the same file content always gives the same ids."""
     key = f"{source}\0{sha256}\0{page or 0}\0{index}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def input_key(model: str, dimensions: int, instruction: str, embedded: str) -> str:
+    """What a document vector depends on: the model, the dimension asked of it (0: its own), the instruction
+    profile and the text exactly as sent. Equal keys, equal vectors: only then is a stored vector reused."""
+    key = f"{model}\0{dimensions}\0{instruction}\0{embedded}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 

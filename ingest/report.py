@@ -20,6 +20,7 @@ class FileOutcome:
     tokens: int = 0
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
+    reused: int = 0  # of `chunks`, those whose stored vectors were reused rather than embedded again
 
 
 @dataclass
@@ -41,6 +42,10 @@ class StageTimes:
     process_cpu: float = 0.0  # this process only
     prepare_in_workers: bool = False  # parse+chunk CPU was spent in worker processes, not in process_cpu
     store_in_process: bool = False  # the store's CPU was spent in a store process, not in process_cpu
+    # The run's start and end around the embedding (None when nothing was sent): seconds from the run's
+    # start to its first embedding request, and from the last answer to the run's end.
+    to_first_request: float | None = None
+    after_last_answer: float | None = None
 
     @property
     def embed_cpu(self) -> float:
@@ -93,6 +98,16 @@ class IngestReport:
         return sum(o.tokens for o in self.of("ingested"))
 
     @property
+    def reused(self) -> int:
+        """Chunks stored with a vector reused from the store (same model input), not embedded again."""
+        return sum(o.reused for o in self.of("ingested"))
+
+    @property
+    def embedded(self) -> int:
+        """Chunks sent to the embedding model."""
+        return self.chunks - self.reused
+
+    @property
     def ok(self) -> bool:
         return not self.of("failed")
 
@@ -108,6 +123,8 @@ class IngestReport:
             "shard": self.shard,
             "other_shards": self.other_shards,
             "chunks": self.chunks,
+            "embedded": self.embedded,
+            "reused": self.reused,
             "tokens": self.tokens,
             "bytes": self.bytes,
             "requests": self.stats.requests,
@@ -124,6 +141,8 @@ class Progress(Protocol):
     def start(self, files: int, total_bytes: int) -> None: ...
     def planned(self, chunks: int, tokens: int) -> None: ...
     def embedded(self, chunks: int, tokens: int) -> None: ...
+    # Of the chunks done, those whose stored vectors were reused (counted in `embedded` too, as done).
+    def reused(self, chunks: int, tokens: int) -> None: ...
     def file_progress(self, source: str, done: int, total: int) -> None: ...
     def file_done(self, outcome: FileOutcome, size: int) -> None: ...
     def waiting(self, message: str) -> None: ...

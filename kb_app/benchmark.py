@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ingest.pipeline import ingest
-from ingest.report import Progress
+from ingest.report import Progress, StageTimes
 from ingest.settings import load_settings
 
 # The chunking bench.baselines' peer pipelines use (512 tokens, 64 overlap, no heading entries): a bench run
 # measures the same work whether or not it is compared; a flag given overrides it.
 BENCH_CHUNKING = {"chunk_tokens": 512, "overlap": 64, "headings": False}
+FIRST_REQUEST = "to the first request"  # stage_wall_seconds' keys for the run's ends around the embedding
+AFTER_LAST_ANSWER = "after the last answer"
 
 
 @dataclass
@@ -129,6 +131,18 @@ def rss_bytes(pid: int) -> int:
         return 0  # gone meanwhile
 
 
+def stage_walls(stages: StageTimes) -> dict[str, float]:
+    """Wall seconds by stage, and the run's ends around the embedding: from its start to the first request,
+    from the last answer to its end (the time an embedding server idles while kb starts and finishes)."""
+    walls = {"parse+chunk": round(stages.prepare_wall, 2),
+             "embed (summed over requests)": round(stages.embed_wall, 2),
+             "store": round(stages.store_wall, 2)}
+    if stages.to_first_request is not None and stages.after_last_answer is not None:
+        walls[FIRST_REQUEST] = round(stages.to_first_request, 3)
+        walls[AFTER_LAST_ANSWER] = round(stages.after_last_answer, 3)
+    return walls
+
+
 def run_bench(
     paths: Sequence[str | Path],
     *,
@@ -156,9 +170,7 @@ def run_bench(
         chunks_per_s=round(report.chunks / report.seconds, 1) if report.seconds else 0,
         requests=report.stats.requests, retries=report.stats.retries, server=None, share_of_capacity=None,
         cpu_seconds_per_1000_tokens=report.stages.per_thousand_tokens(report.tokens),
-        stage_wall_seconds={"parse+chunk": round(report.stages.prepare_wall, 2),
-                            "embed (summed over requests)": round(report.stages.embed_wall, 2),
-                            "store": round(report.stages.store_wall, 2)},
+        stage_wall_seconds=stage_walls(report.stages),
         corpus_bytes=report.bytes, peak_rss_mb=memory.report(),
         failures=[[outcome.source, outcome.reason or ""] for outcome in report.of("failed")],
     )

@@ -175,4 +175,4 @@ def test_a_chunker_without_arguments_chunks_as_kb_ingest_does_by_default():
     chunker = Chunker(qwen3_counter())
     assert (chunker.chunk_tokens, chunker.overlap, chunker.headings) == (
         fields["chunk_tokens"].default, fields["overlap"].default, fields["headings"].default)
-    assert chunker.signature.endswith("|headings")
+    assert chunker.signature.endswith("|headings|sections")

@@ -12,7 +12,7 @@ import pytest
 from ingest.client import make_client
 from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
-from ingest.records import ChunkMetadata, CollectionSpec, DocumentRecord, StoredChunk, chunk_id
+from ingest.records import ChunkMetadata, CollectionSpec, DocumentRecord, StoredChunk, chunk_id, input_key
 from ingest.settings import load_settings
 from kb_app.search import Searcher
 from tests.conftest import DATA, ROOT
@@ -32,15 +32,17 @@ def solar_chunk(source: str) -> dict:
 
 
 def solar_heading(source: str) -> dict:
-    """The heading entry of the section "Inverters: From DC to AC": the chunk it stands for, its own tokens."""
+    """The heading entry of the section "Inverters: From DC to AC": the chunk it stands for (which starts at the
+    heading: each section is chunked on its own), its own tokens, the key of the heading as embedded."""
     return {"source": source, "name": "solar-power.md", "title": SOLAR_TITLE, "file_type": "md", "sha256": SOLAR_SHA,
-            "chunk": 9, "start": 1577, "end": 2194, "tokens": 10, "heading": "Inverters: From DC to AC",
-            "section": 3, "language": "en"}
+            "chunk": 9, "start": 1724, "end": 2194, "tokens": 10, "heading": "Inverters: From DC to AC",
+            "section": 3, "language": "en", "input_key": "ed974ba484abadefc49923a24f742a6c"}
 
 
 def volcano_page(source: str) -> dict:
     return {"source": source, "name": "volcanoes.pdf", "title": VOLCANO_TITLE, "file_type": "pdf",
-            "sha256": VOLCANO_SHA, "chunk": 0, "start": 0, "end": 939, "tokens": 213, "page": 2, "language": "en"}
+            "sha256": VOLCANO_SHA, "chunk": 0, "start": 0, "end": 939, "tokens": 213, "page": 2, "language": "en",
+            "input_key": "4516d41330dc58c7fe03d41713af89d2"}
 
 
 COLLECTION = {
@@ -71,14 +73,19 @@ def test_the_stored_layout(tmp_path):
     chunks, documents = client.get_collection("knowledge"), client.get_collection("knowledge.docs")
     assert chunks.metadata == COLLECTION
     assert documents.metadata == {"kb_documents_of": "knowledge"}
-    assert raw_entry(chunks, {"$and": [{"source": solar}, {"chunk": 0}]}) == solar_chunk(solar)
+    # `input_key` pins records.input_key: a change to it would stop reuse of every vector already stored.
+    first = raw_entry(chunks, {"$and": [{"source": solar}, {"chunk": 0}]})
+    assert first == solar_chunk(solar) | {"input_key": "bd7a32830f640d33dcedfb0bc9c57b4d"}
+    text = (corpus / "solar-power.md").read_text(encoding="utf-8")[:365]
+    assert first["input_key"] == input_key(COLLECTION["kb_model"], 0, "none", text)
     assert raw_entry(chunks, {"$and": [{"source": solar}, {"chunk": 9}]}) == solar_heading(solar)
     assert raw_entry(chunks, {"$and": [{"source": volcano}, {"page": 2}, {"chunk": 0}]}) == volcano_page(volcano)
 
     records = {m["source"]: m for m in documents.get(include=["metadatas"])["metadatas"]}
     ingested_at = records[solar].pop("ingested_at")
     assert records[solar] == {"source": solar, "sha256": SOLAR_SHA, "file_type": "md", "title": SOLAR_TITLE,
-                              "chunks": 12, "tokens": 979, "size": 3417, "chunking": "usem3|256|32|headings",
+                              "chunks": 12, "tokens": 885, "size": 3417,
+                              "chunking": "usem3|256|32|headings|sections",
                               "warnings": "", "language": "en"}  # no `pages`: only a PDF has them
     assert records[volcano]["pages"] == 2
     assert KnowledgeBase.open(settings).documents()[solar].ingested_at == ingested_at

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from ingest.report import FileOutcome, IngestReport
+from ingest.report import Progress as ProgressEvents
 from kb_app.cli.output import display, err
 
 
@@ -27,7 +28,7 @@ def file_line(console: Console, outcome: FileOutcome, style: str, reason: str) -
     console.print(f"[{style}]{outcome.status}[/] {escape(display(outcome.source))}: {escape(reason)}", soft_wrap=True)
 
 
-class RichProgress:
+class RichProgress(ProgressEvents):
     """Files, chunks, tokens/s and ETA (by bytes of the files left) on stderr."""
 
     def __init__(self, console: Console) -> None:
@@ -104,7 +105,9 @@ def print_summary(report: IngestReport) -> None:
         f"[green]{len(report.of('ingested'))} ingested[/], {len(report.of('unchanged'))} unchanged, "
         + (f"{len(report.of('pruned'))} pruned, " if report.of("pruned") else "")
         + f"[{'red' if failed else 'green'}]{len(failed)} failed[/]; "
-        f"{report.chunks} chunks, {report.tokens:,} tokens in {report.seconds:.1f} s "
+        f"{report.chunks} chunks"
+        + (f" ({report.embedded} embedded, {report.reused} reused from the store)" if report.reused else "")
+        + f", {report.tokens:,} tokens in {report.seconds:.1f} s "
         f"({chunks_per_s:.1f} chunks/s); {report.stats.requests} requests, {report.stats.retries} retries"
         + "".join(f"; {escape(url)}: up to {limit['peak']} in flight" for url, limit in report.stats.in_flight.items()
                   if report.stats.requests)

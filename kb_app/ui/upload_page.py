@@ -8,13 +8,13 @@ import streamlit as st
 
 from ingest.formats import SUFFIXES
 from ingest.ocr import OCR_MODES
-from ingest.report import FileOutcome
+from ingest.report import FileOutcome, Progress
 from ingest.settings import Settings
 from kb_app import uploads
 from kb_app.ui.common import describe, display_name, forget_searchers, ingest_here
 
 
-class StreamlitProgress:
+class StreamlitProgress(Progress):
     """The pipeline's progress as bars: one for the run, one for each file."""
 
     def __init__(self, names: dict[str, str]) -> None:
