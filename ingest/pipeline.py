@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from .backlog import Backlog, InFlight, Write
+from .changes import files_to_read, hashes
 from .chunking import Chunker, ChunkerSpec
 from .client import lexical_dir
-from .discover import discover, sha256_of
+from .discover import discover
 from .embeddings import Embedder, make_embedder
 from .errors import ConfigError, EmbeddingError, KbError, LoadError, StoreError
 from .formats import file_type_of
@@ -30,29 +31,14 @@ from .knowledge_base import DocumentWrite, KnowledgeBase
 from .lock import write_lock
 from .prepare import Workers, is_big, load_chunker_early, timed
 from .processes import give_back_memory
-from .records import LEGACY_SCAN_WARNING, ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, input_key, now
+from .records import ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
 from .report import FileOutcome, IngestReport, Progress, Silent, StageTimes
+from .reuse import VectorReuse
 from .settings import Settings
 from .store_process import StoreProcess
 
 _WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
 _PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as its vectors come back
-
-
-def _unread_scan(record: DocumentRecord) -> bool:
-    """A scanned PDF recorded, with nothing indexed, by a kb without OCR: read it again now."""
-    return record.chunks == 0 and LEGACY_SCAN_WARNING in record.warnings
-
-
-def _hashes(files: list[Path]) -> dict[Path, tuple[int, str] | OSError]:
-    """Each file's size and sha256, or why it cannot be read (one thread: hashing releases the GIL)."""
-    found: dict[Path, tuple[int, str] | OSError] = {}
-    for path in files:
-        try:
-            found[path] = (path.stat().st_size, sha256_of(path))
-        except OSError as exc:
-            found[path] = exc
-    return found
 
 
 def _size(path: Path) -> int:
@@ -167,8 +153,7 @@ class _Run:
         self.early: Future[Chunker] | None = None  # this process's tokenizer, loading while the store opens
         self.first_sent: float | None = None  # perf_counter when the first embedding request left
         self.last_answer: float | None = None  # and when the last answer came back
-        self.reuse = True  # stored vectors of the same model input are reused (not when re-indexing: --force)
-        self.lookups = asyncio.Lock()
+        self.reuse = VectorReuse(embedder)  # on once the records are read
 
     def _finish(self, outcome: FileOutcome) -> None:
         self.outcomes.append(outcome)
@@ -237,7 +222,7 @@ class _Run:
         the run may be big, load this process's tokenizer (it reads the first files while the workers start):
         opening a store process takes seconds, and the rest hides behind it. The files to read."""
         assert self.kb is not None
-        hashing = asyncio.create_task(asyncio.to_thread(_hashes, files))
+        hashing = asyncio.create_task(asyncio.to_thread(hashes, files))
         probe = asyncio.create_task(self.embedder.probe())
         probe.add_done_callback(lambda task: task.cancelled() or task.exception())  # raised below, or not wanted
         images = sum(file_type_of(path) in IMAGE_TYPES for path in files)
@@ -245,9 +230,10 @@ class _Run:
             self.early = load_chunker_early(self.spec)
         try:
             self.records = await asyncio.to_thread(self._records, force)
-            # A collection with no documents yet has no vectors to give: its files ask the store nothing.
-            self.reuse = not force and bool(self.records)
-            todo = self._todo(files, force, await hashing)
+            self.reuse.kb, self.reuse.enabled = self.kb, not force and bool(self.records)
+            todo, outcomes, self.sizes = files_to_read(files, await hashing, self.records, self.chunker.signature,
+                                                       force)
+            self.outcomes += outcomes
             if todo:
                 # Before any file is parsed: a server that is not there is one message, not retries for every
                 # batch. A run with nothing to embed (all unchanged, a prune) needs no server.
@@ -267,25 +253,6 @@ class _Run:
         if records and not force:
             self.kb.vectors_for(["0" * 32])
         return records
-
-    def _todo(self, files: list[Path], force: bool,
-              hashes: dict[Path, tuple[int, str] | OSError]) -> list[tuple[Path, str]]:
-        """The files to read, with their hashes; the unchanged ones (same hash, same chunking) are reported."""
-        todo: list[tuple[Path, str]] = []
-        for path in files:
-            hashed = hashes[path]
-            if isinstance(hashed, OSError):
-                self.outcomes.append(FileOutcome(str(path), "failed",
-                                                 reason=f"cannot read: {hashed.strerror or hashed}"))
-                continue
-            self.sizes[str(path)], digest = hashed
-            record = self.records.get(str(path))
-            if (not force and record and record.sha256 == digest and record.chunking == self.chunker.signature
-                    and not _unread_scan(record)):
-                self.outcomes.append(FileOutcome(str(path), "unchanged", record.chunks, record.tokens))
-            else:
-                todo.append((path, digest))
-        return todo
 
     async def _produce(self, todo: list[tuple[Path, str]]) -> None:
         assert self.group is not None and self.workers is not None
@@ -318,9 +285,12 @@ class _Run:
             self.stages.prepare_cpu += cpu
             self.stages.parse_cpu += parse_cpu
             item = InFlight(loaded, pieces, [None] * len(pieces), len(pieces))
-            item.keys = [self._input_key(chunk.text) for _, chunk in pieces]
+            item.keys = [self.reuse.key(chunk.text) for _, chunk in pieces]
             self.progress.planned(len(pieces), sum(c.tokens for _, c in pieces))
-            await self._reuse(item)
+            reused_tokens = await self.reuse.take(item)
+            if item.reused:  # told as reused first: a display (metrics) may subtract them from the embedded count
+                self.progress.reused(item.reused, reused_tokens)
+                self.progress.embedded(item.reused, reused_tokens)
             if item.remaining == 0:  # no chunks, or every vector reused: straight to the writer
                 ready, item.ready = item.ready, []
                 await self.writes.put(Write(item, ready, final=True))
@@ -329,41 +299,6 @@ class _Run:
                     await self.queue.put((item, index))
         finally:
             ahead.release()
-
-    def _input_key(self, text: str) -> str:
-        """`records.input_key` of a chunk as this run's embedder sends it."""
-        embedder = self.embedder
-        return input_key(embedder.model, getattr(embedder, "dimensions", None) or 0, embedder.instruction.name,
-                         embedder.instruction.document(text))
-
-    async def _reuse(self, item: InFlight) -> None:
-        """Take the stored vectors of the file's chunks whose model input the collection already holds (the
-        unchanged sections of an edited file, a copy under another name): those are not embedded again. The
-        collection has one model, dimension and instruction, and the key carries them too."""
-        assert self.kb is not None
-        if not self.reuse or not item.pieces:
-            return
-        try:
-            async with self.lookups:  # one at a time: reads side by side only slow each other (and the writes)
-                found = await asyncio.to_thread(self.kb.vectors_for, item.keys)
-        except StoreError:  # reuse saves work, nothing more: the chunks are embedded as they would have been
-            return
-        tokens = 0
-        for index, key in enumerate(item.keys):
-            vector = found.get(key)
-            if vector is not None and self.embedder.dimension is None:
-                # A run that embeds nothing still writes vectors of the collection's dimension; an answer of
-                # another dimension later is refused, as any answer that does not match would be.
-                self.embedder.dimension = vector.shape[0]
-            if vector is not None and vector.shape[0] == self.embedder.dimension:
-                item.vectors[index] = vector
-                item.remaining -= 1
-                item.ready.append(index)
-                item.reused += 1
-                tokens += item.pieces[index][1].tokens
-        if item.reused:  # told as reused first: a display (metrics) may subtract them from the embedded count
-            self.progress.reused(item.reused, tokens)
-            self.progress.embedded(item.reused, tokens)
 
     async def _batch(self) -> None:
         """Group queued chunks into requests bounded in inputs and tokens; keep `concurrency` in flight."""
