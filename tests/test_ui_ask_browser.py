@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import pytest
 
 from tests.conftest import DATA, ROOT
 from tests.fakechat import FakeChatServer, words
-from tests.rigs.servers import free_port, start_server, stop, wait_http
+from tests.rigs.browser import chromium_page, streamlit_ui
 from tests.test_cli import kb
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
 QUESTION = "太阳能电池板是怎样把阳光变成电的？"
 ANSWER = "太阳能电池板利用光伏效应把阳光变成直流电[1]，逆变器再把它变成交流电[2]。另见[9]。"
@@ -46,38 +44,17 @@ def ui(tmp_path_factory, chat):
             "KB_CHAT_ENDPOINT": chat.url}
     result = kb("ingest", "data/", cwd=work, env=env, check=0)
     assert "8 ingested" in result.stderr and "0 failed" in result.stderr
-    port = free_port()
-    log = work / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "kb_app" / "app.py"),
-               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    process = start_server(command, log, env=env, cwd=work)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with streamlit_ui(work, env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(ui):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(ui)
+    with chromium_page(ui) as page:
         page.get_by_test_id("stSidebar").get_by_text("Ask", exact=True).click()
         page.get_by_role("heading", name="Ask", exact=True).wait_for()
         yield page
-        browser.close()
 
 
 def wait_idle(page) -> None:

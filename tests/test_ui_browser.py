@@ -10,54 +10,31 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 import pytest
 
 from tests.conftest import DATA, ROOT
-from tests.rigs.servers import free_port, start_server, stop, wait_http
+from tests.rigs.browser import chromium_page, streamlit_ui
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     work = tmp_path_factory.mktemp("ui")
-    port = free_port()
     env = {**os.environ, "KB_CHROMA_PATH": str(work / "chroma"), "KB_UPLOAD_DIR": str(work / "uploads")}
-    log = work / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "kb_app" / "app.py"),
-               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    process = start_server(command, log, env=env, cwd=work)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", process, log=log)
-        yield f"http://127.0.0.1:{port}", work
-    finally:
-        stop(process)
+    with streamlit_ui(work, env) as url:
+        yield url, work
 
 
 @pytest.fixture(scope="module")
 def page(ui):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(120_000)
-        page.goto(ui[0])
+    with chromium_page(ui[0]) as page:
         page.get_by_test_id("stSidebar").wait_for()
         yield page
-        browser.close()
 
 
 def open_page(page, name: str) -> None:

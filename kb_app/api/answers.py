@@ -23,13 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.errors import ConfigError, ContextTooLongError
+from ingest.errors import ContextTooLongError
 from kb_app import answer as answers
 from kb_app.answer import Answer, Delta, Done, Retrieval
 from kb_app.api.app import error
-from kb_app.api.rest import MAX_QUERY, known, service_of
+from kb_app.api.rest import MAX_QUERY, WhereFilter, known, service_of
 from kb_app.chat import ChatModel
-from kb_app.search import check_where
 
 log = logging.getLogger("kb.serve")
 router = APIRouter()
@@ -48,7 +47,7 @@ class AskRequest(BaseModel):
     collection: str | None = None
     mode: Literal["dense", "hybrid"] | None = None
     rerank: bool | None = None
-    where: dict[str, Any] | None = Field(default=None, description="A Chroma metadata filter on kb's chunk metadata")
+    where: WhereFilter = None
     stream: bool = True
 
     @field_validator("question")
@@ -57,16 +56,6 @@ class AskRequest(BaseModel):
         if not question.strip():
             raise ValueError("the question is empty")
         return question
-
-    @field_validator("where")
-    @classmethod
-    def _filter(cls, where: dict[str, Any] | None) -> dict[str, Any] | None:
-        if where is not None:
-            try:
-                check_where(where)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return where
 
 
 class Message(BaseModel):

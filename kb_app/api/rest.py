@@ -6,12 +6,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ingest.errors import ConfigError
 from kb_app import uploads
@@ -23,6 +23,20 @@ router = APIRouter()
 MAX_QUERY = 10_000  # characters: a question, not a document
 
 
+def _checked_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    if where is not None:
+        try:
+            check_where(where)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return where
+
+
+# A request's `where`: a Chroma metadata filter, refused (422 with the reason) when Chroma would refuse it.
+WhereFilter = Annotated[dict[str, Any] | None, AfterValidator(_checked_where),
+                        Field(description="A Chroma metadata filter on kb's chunk metadata")]
+
+
 class SearchRequest(BaseModel):
     """A search: the fields of `kb search`."""
 
@@ -32,7 +46,7 @@ class SearchRequest(BaseModel):
     k: int = Field(default=5, ge=1, le=100)
     collection: str | None = None
     mode: Literal["dense", "hybrid"] | None = None
-    where: dict[str, Any] | None = Field(default=None, description="A Chroma metadata filter on kb's chunk metadata")
+    where: WhereFilter = None
     rerank: bool | None = None
 
     @field_validator("query")
@@ -41,16 +55,6 @@ class SearchRequest(BaseModel):
         if not query.strip():
             raise ValueError("the query is empty")
         return query
-
-    @field_validator("where")
-    @classmethod
-    def _filter(cls, where: dict[str, Any] | None) -> dict[str, Any] | None:
-        if where is not None:
-            try:
-                check_where(where)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return where
 
 
 class DeleteRequest(BaseModel):

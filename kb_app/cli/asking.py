@@ -24,9 +24,10 @@ from kb_app.cli.options import (
     RerankEndpoint,
     RerankModel,
 )
-from kb_app.cli.output import display, err, out, print_json
+from kb_app.cli.output import display, err, out, print_json, snippet
 
 CLOSEST = 3  # passages shown when nothing cleared the floor
+SNIPPET = 240  # characters of each source shown
 
 
 def ask_command(
@@ -129,7 +130,5 @@ def _sources(answer) -> None:  # noqa: ANN001 - kb_app.answer.Answer, imported l
 def _source(n: int, source: str, location: str, heading: str | None, text: str) -> None:
     where = display(source) + (f", {location}" if location else "")
     under = f" — {heading}" if heading else ""
-    snippet = " ".join(text.split())
-    snippet = snippet[:240] + ("…" if len(snippet) > 240 else "")
     out.print(f"[bold][{n}][/] [green]{escape(where)}[/]{escape(under)}", highlight=False)
-    out.print(f"    {escape(snippet)}", highlight=False)
+    out.print(f"    {escape(snippet(text, SNIPPET))}", highlight=False)

@@ -20,5 +20,11 @@ def display(source: str) -> str:
         return source
 
 
+def snippet(text: str, size: int) -> str:
+    """A passage on one line, cut to `size` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat[:size] + ("…" if len(flat) > size else "")
+
+
 def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")

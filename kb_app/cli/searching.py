@@ -25,7 +25,7 @@ from kb_app.cli.options import (
     RerankEndpoint,
     RerankModel,
 )
-from kb_app.cli.output import display, err, out, print_json
+from kb_app.cli.output import display, err, out, print_json, snippet
 
 SNIPPET = 300  # characters of each passage shown
 
@@ -68,13 +68,11 @@ def search_command(
         return
     for result in response.results:
         where_from = display(result.source) + (f", {result.location}" if result.location else "")
-        snippet = " ".join(result.text.split())
-        snippet = snippet[:SNIPPET] + ("…" if len(snippet) > SNIPPET else "")
         matched = f"  [dim](heading: {escape(result.heading)})[/]" if result.heading else ""
         matched += "  [dim](read by OCR)[/]" if result.ocr else ""
         out.print(f"[bold]{result.rank}.[/] [cyan]{result.score:.3f}[/]  [green]{escape(where_from)}[/]{matched}")
         if response.mode != "dense":
             out.print(f"   [dim]{escape(result.stages())}[/]", highlight=False)
-        out.print(f"   {escape(snippet)}", highlight=False)
+        out.print(f"   {escape(snippet(result.text, SNIPPET))}", highlight=False)
     err.print(f"[dim]{len(response.results)} results in {response.seconds * 1000:.0f} ms "
               f"({response.mode}: {response.timing_summary()}) / {total * 1000:.0f} ms (with setup)[/]")
