@@ -54,6 +54,10 @@ class FakeChatServer:
         self.lock = threading.Lock()
         self.refuse_template_kwargs = False
         self.delay = 0.0  # seconds between streamed pieces
+        # A stream pauses after `hold_after` pieces until `release` is set: a test can see a partial answer
+        # on the page however slow the machine is.
+        self.hold_after: int | None = None
+        self.release = threading.Event()
         server = self
 
         class Handler(JsonHandler):
@@ -122,9 +126,11 @@ class FakeChatServer:
                 try:
                     self._event(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                      "finish_reason": None}]})
-                    for start in range(0, len(text), server.piece):
+                    for n, start in enumerate(range(0, len(text), server.piece)):
                         if server.delay:
                             time.sleep(server.delay)
+                        if n == server.hold_after:
+                            server.release.wait(timeout=600)
                         self._event(base | {"choices": [{"index": 0, "delta": {
                             "content": text[start:start + server.piece]}, "finish_reason": None}]})
                     if kind == "cut":

@@ -85,15 +85,26 @@ def answered(page, question: str) -> str:
 
 
 def test_a_chinese_question_streams_an_answer_citing_english_passages(page, chat):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
+    # Streaming: part of the answer is on the page before the whole answer (with its links) replaces it. The
+    # server holds the stream after four pieces until the page has shown them.
+    chat.hold_after = 4
     ask(page, QUESTION)
-    # Streaming: part of the answer is on the page before the whole answer (with its links) replaces it.
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('[data-testid="stMarkdown"]')]
-                    .some(m => m.innerText.includes('太阳能电池板')) && !document.querySelector('.kb-answer')""",
-        timeout=180_000,
-    )
+    try:
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('[data-testid="stMarkdown"]')]
+                        .some(m => m.innerText.includes('太阳能电池板')) && !document.querySelector('.kb-answer')""",
+            timeout=180_000,
+        )
+    except PlaywrightTimeout:
+        pytest.fail(f"no partial answer on the page after {chat.requests} chat request(s); the page shows:\n"
+                    + page.inner_text("body")[:3000])
+    finally:
+        page.screenshot(path=str(SHOTS / "ask-streaming.png"), full_page=True)
+        chat.release.set()
+        chat.hold_after = None
     assert answered(page, QUESTION) == SHOWN
     page.screenshot(path=str(SHOTS / "ask.png"), full_page=True)
 
