@@ -5,7 +5,9 @@ rapidocr-onnxruntime wheel, so nothing is downloaded at run time; building one t
 and about half a gigabyte, so each process builds its engine on first use and keeps it. Tesseract, when
 installed (Debian's tesseract-ocr and its language packs), with `KB_OCR_ENGINE=tesseract`: better on English
 (it keeps the spaces RapidOCR drops), weaker on Chinese. docs/benchmarks.md compares them on the same scans.
-Files are read in the parsing workers, so OCR runs there, beside the embedder rather than in front of it.
+Files are read in the parsing workers, so OCR runs there, beside the embedder rather than in front of it; a
+file read in kb's own process (a small run, or the first files while the workers start) sends its pages to an
+`OcrProcess`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import re
 import shutil
 import statistics
 import subprocess
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 from .errors import OcrUnavailable
@@ -92,6 +97,52 @@ class TesseractOcr:
         if done.returncode != 0:
             raise OcrUnavailable(f"tesseract failed: {done.stderr.decode(errors='replace').strip()[-300:]}")
         return _tidy(done.stdout.decode("utf-8", errors="replace"))
+
+
+class OcrProcess:
+    """An engine in a process of its own, for files read in kb's main process: OCR there would take the CPU
+    and the GIL from the embedder and the store, and keep half a gigabyte of models after the run. The
+    process is spawned at the first page it is given (most runs have none) and ends at `close`, for good: a
+    run's last thread still reading after it has ended must not spawn another."""
+
+    def __init__(self, threads: int = 1, name: OcrEngine = "rapidocr", languages: str = "eng+chi_sim") -> None:
+        self._args = (int(threads), name, languages if name == "tesseract" else "")
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.pages = 0  # pages read, for tests and the curious
+
+    def read(self, image: Image) -> str:
+        """The text of one page image, read in the OCR process. Raises OcrUnavailable when the engine cannot
+        run, or the process died (it is spawned again for the next page)."""
+        with self._lock:
+            if self._closed:
+                raise OcrUnavailable("the run is over (its OCR process has ended)")
+            if self._pool is None:
+                from .processes import process_pool
+
+                self._pool = process_pool("kb-ocr", 1)
+            pool = self._pool
+        try:
+            text = pool.submit(_read_in_this_process, *self._args, image).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            raise OcrUnavailable("the OCR process ended while reading a page (out of memory?)") from None
+        self.pages += 1
+        return text
+
+    def close(self) -> None:
+        """End the process (waiting for the page it may be reading)."""
+        with self._lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_in_this_process(threads: int, name: str, languages: str, image: Image) -> str:
+    return _engine(threads, name, languages).read(image)
 
 
 def _tidy(text: str) -> str:

@@ -7,12 +7,14 @@ import os
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .chunking import Chunk, Chunker, ChunkerSpec
 from .documents import Document, LoadedFile
 from .formats import ReadOptions, load, marks_headings
+from .ocr import OcrProcess
 from .processes import give_back_memory, process_pool
 from .settings import Settings
 
@@ -90,6 +92,10 @@ class Workers:
             password=settings.pdf_password.get_secret_value() if settings.pdf_password else None,
             ocr=settings.ocr, ocr_threads=1 if self.processes else min(os.cpu_count() or 1, 4),
             ocr_engine=settings.ocr_engine, ocr_languages=settings.ocr_languages)
+        # Files read in this process (a small run's thread, the first files of a big one) send their scans
+        # and images to a process of their own: never OCR beside the embedder and the store.
+        self.ocr_process = OcrProcess(self.options.ocr_threads, settings.ocr_engine, settings.ocr_languages)
+        self.here_options = replace(self.options, ocr_process=self.ocr_process)
         self.pool: Executor = (process_pool("kb-parse", self.processes, _init_worker, (spec,)) if self.processes
                                else ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-prepare"))
         self.prepared_here: list[Path] = []
@@ -118,17 +124,18 @@ class Workers:
             if not self.started:
                 self.prepared_here.append(path)
                 return asyncio.wrap_future(self._here.submit(_prepare_early, self._early, path, sha256,
-                                                             self.options))
+                                                             self.here_options))
             self._early = None  # the files read here hold it until they are done; then its memory goes
         if self.processes:
             return loop.run_in_executor(self.pool, _prepare_in_worker, path, sha256, self.options)
-        return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.options)
+        return loop.run_in_executor(self.pool, timed, prepare, path, sha256, self.chunker, self.here_options)
 
     def close(self) -> None:
-        """Stop the workers (waiting for processes to exit; a second call does nothing)."""
+        """Stop the workers and the OCR process (waiting for processes to exit; a second call does nothing)."""
         if self._here is not None:
             self._here.shutdown(wait=False, cancel_futures=True)
         self.pool.shutdown(wait=bool(self.processes), cancel_futures=True)
+        self.ocr_process.close()
 
 
 def _prepare_early(early: Future[Chunker], path: Path, sha256: str,

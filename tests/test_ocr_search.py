@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ingest.errors import OcrUnavailable
 from ingest.knowledge_base import KnowledgeBase
 from ingest.pipeline import ingest
 from ingest.records import LEGACY_SCAN_WARNING
@@ -75,6 +76,58 @@ def test_ocr_runs_in_the_parsing_processes_and_is_recorded(tmp_path, fake_server
         assert marks == ({None} if name == "mill.pdf" else {True}), (name, marks)
     lighthouse = " ".join(c.text for c in knowledge.chunks_of(records["lighthouse.jpg"].source))
     assert "Fresnel" in lighthouse
+
+
+@pytest.mark.slow
+def test_a_small_run_reads_its_scan_in_an_ocr_process_not_beside_the_embedder(tmp_path, fake_server, monkeypatch):
+    """A run too small for parsing workers reads its files in a thread of kb's process; the scan's page still
+    goes to a process of its own (an engine built here would take the CPU from the embedder and keep half a
+    gigabyte), which ends with the run."""
+    from ingest import formats, prepare
+    from ingest.ocr import OcrProcess
+    from tests.test_pipeline import fake_embedder, fake_settings
+
+    def no_engine_here(*args: object) -> None:
+        raise AssertionError("an OCR engine was built in kb's own process")
+
+    monkeypatch.setattr(formats, "engine", no_engine_here)
+    made: list[OcrProcess] = []
+
+    class Counted(OcrProcess):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(prepare, "OcrProcess", Counted)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    scan = _chinese_scan(corpus)
+    (corpus / "notes.md").write_text("# Paper\n\nCai Lun improved papermaking with bark and hemp.\n")
+    settings = fake_settings(fake_server, tmp_path / "chroma")
+    report = ingest([corpus], settings, embedder=fake_embedder(fake_server))
+    assert report.ok and not report.stages.prepare_in_workers, [o.reason for o in report.outcomes]
+    assert len(made) == 1 and made[0].pages == 1
+    knowledge = KnowledgeBase.open(settings)
+    assert {c.metadata.get("ocr") for c in knowledge.chunks_of(str(scan))} == {True}
+    assert "蔡伦" in " ".join(c.text for c in knowledge.chunks_of(str(scan)))
+    with pytest.raises(OcrUnavailable, match="the run is over"):  # it ended with the run, for good
+        made[0].read(None)
+
+
+@pytest.mark.slow
+def test_ocr_off_names_the_scan_and_the_run_fails(tmp_path):
+    """`--ocr never` and KB_OCR=never: a scan is failed with the reason, named in full; the text file beside
+    it is ingested; the exit code is not 0."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    scan = _chinese_scan(corpus)
+    (corpus / "notes.md").write_text("# Paper\n\nCai Lun improved papermaking with bark and hemp.\n")
+    for flags, env in ((["--ocr", "never"], {}), ([], {"KB_OCR": "never"})):
+        store = tmp_path / f"chroma-{len(flags)}"
+        run = kb("ingest", str(corpus), "--chroma-path", str(store), *flags, cwd=tmp_path, check=1, env=env)
+        assert "1 ingested" in run.stderr and "1 failed" in run.stderr, run.stderr
+        shown = scan.relative_to(tmp_path)  # the CLI names files under the working folder from there
+        assert f"failed {shown}: no text layer; OCR off (--ocr never, KB_OCR=never)" in run.stderr, run.stderr
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Callable, Mapping, NamedTuple, Protocol
 
 from ..documents import LoadedFile
 from ..errors import LoadError
-from ..ocr import Ocr, OcrEngine, OcrMode, TesseractOcr, engine
+from ..ocr import Ocr, OcrEngine, OcrMode, OcrProcess, TesseractOcr, engine
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,14 @@ class ReadOptions:
     ocr_threads: int = 1  # threads of this process's OCR engine
     ocr_engine: OcrEngine = "rapidocr"
     ocr_languages: str = "eng+chi_sim"  # Tesseract's language packs
+    # Where pages go when files are read in kb's main process (None: this process's own engine, as in a
+    # parsing worker). Never pickled to a worker: workers get options without it.
+    ocr_process: OcrProcess | None = field(default=None, repr=False, compare=False)
 
-    def engine(self) -> Ocr | TesseractOcr:
-        """This process's OCR engine for these options. Raises OcrUnavailable when it cannot run here."""
+    def engine(self) -> Ocr | TesseractOcr | OcrProcess:
+        """The OCR engine for these options. Raises OcrUnavailable when it cannot run here."""
+        if self.ocr_process is not None:
+            return self.ocr_process
         return engine(self.ocr_threads, self.ocr_engine, self.ocr_languages)
 
 
