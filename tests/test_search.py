@@ -5,7 +5,7 @@ import pytest
 from ingest.errors import ConfigError, KbError
 from ingest.pipeline import ingest
 from ingest.settings import load_settings
-from kb_app.search import Searcher, parse_where, search
+from kb_app.search import Searcher, SearchResult, parse_where, search
 from tests.conftest import DATA, ROOT
 
 
@@ -124,3 +124,17 @@ def test_a_heading_finds_its_section_once_across_languages(sample_kb):
         assert (entry.text, entry.metadata["start"], entry.metadata["end"]) == (
             section.text, section.metadata["start"], section.metadata["end"])
         assert entry.metadata["heading"] in section.text
+
+
+@pytest.mark.parametrize(("fields", "shown"), [
+    ({"file_type": "pdf", "page": 4}, "page 4"),
+    ({"file_type": "pptx", "page": 3}, "slide 3"),
+    ({"file_type": "xlsx", "page": 2, "sheet": "Budget"}, "sheet Budget"),
+    ({"file_type": "epub", "page": 5, "chapter": "The Voyage"}, "chapter The Voyage"),
+    ({"file_type": "md", "page": None}, ""),
+])
+def test_a_result_says_where_it_is_as_a_reader_would(fields, shown):
+    """The location the CLI, the UI, the API and answers show: slide, sheet and chapter by their names."""
+    result = SearchResult(rank=1, score=0.5, text="t", source="/d/f", chunk_id="c", title="f", start=None,
+                          end=None, **fields)
+    assert result.location == shown and result.to_dict()["location"] == shown
