@@ -135,6 +135,54 @@ def test_dify_retrieval_contract(server, client):
     assert empty.status_code == 422 and set(empty.json()) == {"error_code", "error_msg"}
 
 
+
+@pytest.mark.slow
+def test_dify_score_threshold_keeps_the_records_at_or_above_it(client):
+    """Dify's `score_threshold` is a minimum similarity: records scoring at or above it stay, the rest go. The
+    threshold is put between two scores of an unfiltered answer, so the filtered answer must be exactly the
+    records above it, in the same order."""
+    ask = {"knowledge_id": "knowledge", "query": SOLAR_ZH, "retrieval_setting": {"top_k": 6, "score_threshold": 0.0}}
+    records = client.post("/retrieval", json=ask).json()["records"]
+    scores = [r["score"] for r in records]
+    assert len(records) == 6 and scores == sorted(scores, reverse=True), scores
+    gaps = [(scores[i] - scores[i + 1], i) for i in range(len(scores) - 1)]
+    gap, last_kept = max(gaps)
+    assert gap > 0.001, scores  # distinct scores (shown rounded to 4 places) to put the threshold between
+    threshold = (scores[last_kept] + scores[last_kept + 1]) / 2
+    kept = client.post("/retrieval", json={**ask, "retrieval_setting": {"top_k": 6, "score_threshold": threshold}})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["records"] == records[:last_kept + 1], (threshold, scores)
+    assert 1 <= last_kept + 1 < len(records)  # some kept and some dropped
+    # At the lowest kept score (rounded down, as shown): that record is kept too, as a minimum is.
+    at_floor = {**ask, "retrieval_setting": {"top_k": 6, "score_threshold": scores[last_kept] - 0.0001}}
+    assert client.post("/retrieval", json=at_floor).json()["records"] == records[:last_kept + 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "content_type", "words"), [
+    (b'{"knowledge_id": "knowledge", "query": ', "application/json",
+     "not valid JSON (Expecting value at character 39)"),
+    (b"not json at all", "application/json", "the body is not valid JSON"),
+    (json.dumps({"knowledge_id": "knowledge", "query": "volcano"}).encode(), "text/plain",
+     "the body must be JSON, sent with 'Content-Type: application/json' (the content type was 'text/plain')"),
+    (b"knowledge_id=knowledge&query=volcano", "application/x-www-form-urlencoded", "the body must be JSON"),
+    (json.dumps({"knowledge_id": "knowledge", "query": "volcano"}).encode(), None, "it came with no content type"),
+    (b"", "application/json", "body: Field required"),
+    (json.dumps(["knowledge", "volcano"]).encode(), "application/json", "invalid request"),
+    (json.dumps({"knowledge_id": "knowledge"}).encode(), "application/json", "query"),
+    (json.dumps({"knowledge_id": "knowledge", "query": "volcano",
+                 "retrieval_setting": {"top_k": "many"}}).encode(), "application/json", "top_k"),
+    (json.dumps({"knowledge_id": "knowledge", "query": "volcano",
+                 "retrieval_setting": {"score_threshold": 2}}).encode(), "application/json", "score_threshold"),
+])
+def test_dify_malformed_requests_are_4xx_in_difys_error_shape(client, body, content_type, words):
+    answer = client.post("/retrieval", content=body, headers={"content-type": content_type} if content_type else {})
+    assert 400 <= answer.status_code < 500, answer.text
+    shaped = answer.json()
+    assert set(shaped) == {"error_code", "error_msg"}, shaped
+    assert isinstance(shaped["error_code"], int) and words in shaped["error_msg"], shaped
+    assert "Traceback" not in answer.text
+
 @pytest.mark.slow
 def test_upload_search_delete_and_the_upload_limits(server, client, tmp_path):
     note = "# Tidal mills\n\nA tidal mill stores the rising tide behind a dam and grinds grain on the ebb.\n"
@@ -203,6 +251,29 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(tmp_path):
     assert flag.returncode == 2 and "No such option" in flag.stderr  # a secret is never a flag
     assert sys.executable  # the same interpreter runs kb (tests.test_cli.KB)
 
+
+
+@pytest.mark.slow
+def test_insecure_serves_beyond_loopback_without_a_token(tmp_path):
+    """`kb serve --insecure --host 0.0.0.0` with no KB_API_TOKEN starts, and answers every route without one."""
+    env = {key: value for key, value in os.environ.items() if key != "KB_API_TOKEN"}
+    env["KB_CHROMA_PATH"] = str(tmp_path / "chroma")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = start_server([KB, "serve", "--insecure", "--host", "0.0.0.0", "--port", str(port)], log, env=env,
+                           cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"  # 0.0.0.0 is every interface, loopback among them
+    try:
+        wait_http(f"{url}/health", process, log=log)
+        assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
+        open_route = httpx.get(f"{url}/v1/collections", timeout=60)  # no token asked for
+        assert open_route.status_code == 200, open_route.text
+        assert "collections" in open_route.json()
+    finally:
+        stop(process)
+    output = log.read_text()
+    assert f"kb serve on http://0.0.0.0:{port}" in output and "bearer token required" not in output, output
+    assert f"Uvicorn running on http://0.0.0.0:{port}" in output, output  # bound to every interface
 
 def _result(**fields) -> SearchResult:
     base = dict(rank=1, score=0.5, text="t", source="/d/en/solar-power.md", page=None, chunk_id="c", title="Solar",

@@ -205,6 +205,34 @@ def test_http_search_and_passage(http_url, path):
     assert bad.is_error and "k is 500; it must be between 1 and 100" in bad.content[0].text
 
 
+
+def test_http_search_results_carry_what_an_agent_cites(http_url):
+    """Each `search` result names its source, page, heading, score and chunk_id, with the values of the passage:
+    a Markdown section found by its heading (no page: the file is read whole), and a PDF passage on its page."""
+    async def work():
+        async with http_client(http_url + "/mcp/") as client:
+            section = await client.call_tool("search", {"query": "How does an inverter turn DC into AC?", "k": 3})
+            on_page = await client.call_tool("search", {"query": "Volcanic Explosivity Index", "k": 3})
+            return section, on_page
+
+    section, on_page = run(work)
+    assert not section.is_error and not on_page.is_error
+    cited = {"source", "page", "heading", "score", "chunk_id"}
+    for result in section.structured_content["results"] + on_page.structured_content["results"]:
+        assert cited <= set(result), result
+        assert result["chunk_id"] and isinstance(result["score"], float)
+    first = section.structured_content["results"][0]
+    assert first["source"].endswith("data/en/solar-power.md"), first
+    assert first["heading"] == "Inverters: From DC to AC" and first["page"] is None, first
+    assert "inverter" in first["text"].lower()
+    pdf = on_page.structured_content["results"][0]
+    assert pdf["source"].endswith("data/en/volcanoes.pdf") and pdf["page"] == 2, pdf
+    assert pdf["location"] == "page 2" and "Explosivity Index" in pdf["text"], pdf
+    scores = [r["score"] for r in on_page.structured_content["results"]]
+    assert scores == sorted(scores, reverse=True)
+    # The text content (what a client without structured output reads) names them too.
+    assert "Inverters: From DC to AC" in section.content[0].text and first["chunk_id"] in section.content[0].text
+
 QUESTIONS = {
     QUESTION: "data/en/solar-power.md",
     "What do giant pandas eat?": "data/zh/giant-panda.txt",

@@ -156,8 +156,19 @@ async def _metrics(request: Request) -> Response:
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     """A request that does not parse or validate: 422 with each problem said where it is."""
+    if isinstance(exc.body, (bytes, bytearray)):
+        # A JSON route given a body it did not parse as JSON (FastAPI reads JSON only under a JSON content type):
+        # say so, rather than that the body is "not a valid dictionary".
+        kind = request.headers.get("content-type")
+        came = f"the content type was {kind!r}" if kind else "it came with no content type"
+        return error(request, 422, f"invalid request: the body must be JSON, sent with 'Content-Type: "
+                                   f"application/json' ({came})")
     problems = []
     for item in exc.errors():
+        if item.get("type") == "json_invalid":  # FastAPI's: loc is ("body", character), ctx names the fault
+            reason = (item.get("ctx") or {}).get("error", "")
+            problems.append(f"the body is not valid JSON ({reason} at character {item.get('loc', ('', '?'))[-1]})")
+            continue
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
         problems.append(f"{where}: {item.get('msg', 'invalid')}")
     return error(request, 422, "invalid request: " + "; ".join(problems))
