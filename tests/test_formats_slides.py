@@ -235,6 +235,18 @@ def test_an_encrypted_deck_is_refused_as_encrypted(tmp_path, suffix):
     assert "encrypted" in reason and "password" in reason
 
 
+def test_a_password_protected_odp_is_refused_as_encrypted(tmp_path):
+    """LibreOffice encrypts an .odp's parts inside an ordinary zip and says so in its manifest; a deck whose
+    manifest has no encryption data reads as before."""
+    from tests.test_formats_sheets import make_password_protected_odf, refused_as_password_protected
+
+    refused_as_password_protected(make_password_protected_odf(tmp_path / "locked.odp"))
+    plain = make_odp(tmp_path / "plain.odp")
+    manifest = zipfile.ZipFile(plain).read("META-INF/manifest.xml")
+    assert b"manifest:file-entry" in manifest and b"encryption-data" not in manifest
+    assert [d.text for d in load(plain).documents] == [SLIDE_1, SLIDE_2, "Untitled slide text"]
+
+
 @pytest.mark.parametrize("suffix", [".pptx", ".odp"])
 def test_an_empty_file_is_refused(tmp_path, suffix):
     (tmp_path / f"empty{suffix}").write_bytes(b"")

@@ -1,6 +1,7 @@
-"""Zip-based documents (Office Open XML, OpenDocument, EPUB) opened safely: refused when encrypted, when not
-a zip at all, or when their parts would inflate past kb's bound (an archive bomb), before any part is read;
-XML parsed without entities, DTDs or the network (no entity-expansion bomb, no external entity).
+"""Zip-based documents (Office Open XML, OpenDocument, EPUB) opened safely: refused when encrypted (an Office
+file's OLE2 wrapper, a zip's own encryption, an OpenDocument manifest's encryption data), when not a zip at
+all, or when their parts would inflate past kb's bound (an archive bomb), before any part is read; XML parsed
+without entities, DTDs or the network (no entity-expansion bomb, no external entity), whole or as a stream.
 
 A zip member can claim a small size and inflate to gigabytes; Python's zipfile stops reading a member at its
 declared size, so bounding the declared sizes bounds what reading can inflate.
@@ -26,6 +27,7 @@ ENTITY_SCAN = 64 << 10  # bytes at the start of an XML part where a DTD and its 
 DAMAGED = (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError)
 # An OLE2 compound file: what Office writes for a password-protected .docx/.xlsx/.pptx (the zip is inside, encrypted).
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_MANIFEST = "META-INF/manifest.xml"  # an OpenDocument package's list of its parts
 
 
 def open_zip(path: Path, kind: str, data: bytes | None = None) -> zipfile.ZipFile:
@@ -47,7 +49,30 @@ def open_zip(path: Path, kind: str, data: bytes | None = None) -> zipfile.ZipFil
     if any(info.flag_bits & 0x1 for info in archive.infolist()):
         archive.close()
         raise LoadError(source, f"encrypted {kind}: kb cannot read it; save it without a password")
+    if odf_encrypted(archive):
+        archive.close()
+        raise LoadError(source, f"encrypted (password-protected) {kind}: kb cannot read it; save it without a password")
     return archive
+
+
+def odf_encrypted(archive: zipfile.ZipFile) -> bool:
+    """Whether the archive is a password-protected OpenDocument file: an ordinary zip whose manifest
+    (META-INF/manifest.xml) gives encryption data (manifest:encryption-data) for each part it encrypted,
+    content.xml among them. The manifest is streamed; an unreadable one says no (the format's reader then
+    reports the damage)."""
+    from lxml import etree
+
+    if _MANIFEST not in archive.namelist():
+        return False
+    try:
+        with archive.open(_MANIFEST) as manifest:
+            for _, element in iterparse(manifest):
+                if isinstance(element.tag, str) and element.tag.endswith("}encryption-data"):
+                    return True
+                forget(element)
+    except (etree.XMLSyntaxError, *DAMAGED):
+        return False
+    return False
 
 
 def check_sizes(archive: zipfile.ZipFile, source: str) -> None:
@@ -87,6 +112,25 @@ def parse_xml(data: bytes, source: str) -> Any:  # noqa: ANN401 - an lxml elemen
         return etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise LoadError(source, f"damaged XML in a document part: {exc}") from None
+
+
+def iterparse(stream: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - a binary file and lxml's iterparse
+    """lxml's iterparse over an XML part being read (a zip member), with `parse_xml`'s safety: no DTD, no
+    entity expansion, no network, libxml2's size limits kept. Elements stay in the tree until `forget`."""
+    from lxml import etree
+
+    return etree.iterparse(stream, resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False,
+                           remove_comments=True, remove_pis=True, **kwargs)
+
+
+def forget(element: Any) -> None:  # noqa: ANN401 - an lxml element
+    """Drop an element `iterparse` has read (its content, and its siblings read before it), so a streamed part
+    never sits in memory whole."""
+    element.clear(keep_tail=True)
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]
 
 
 def refuse_declared_entities(data: bytes, source: str, where: str) -> None:

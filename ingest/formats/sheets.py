@@ -2,8 +2,9 @@
 in `sheet`. Each sheet's text is a `# <sheet name>` heading line, the header row, then one line per row with every
 cell labelled by its column header ("Region: North; Q1: 120"), so a passage of a table makes sense on its own.
 
-Workbooks are streamed row by row (openpyxl read-only mode, values only) so that a sheet of a million cells never
-sits in memory as cell objects: only the rows' text is kept. Formulas are read as the values Excel cached.
+Workbooks are streamed row by row (openpyxl read-only mode, values only; an OpenDocument spreadsheet's content.xml
+parsed as a stream with lxml, each row dropped once read) so that a sheet of a million cells never sits in memory
+as cells: only the rows' text is kept. Formulas are read as the values their application cached.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import re
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -57,21 +59,24 @@ def cell_text(value: Any) -> str:  # noqa: ANN401 - any cell value
 def sheet_text(name: str, rows: Iterable[Sequence[Any]]) -> str:
     """A sheet's text: its name as a heading, its first non-empty row (the column headers), then each row with
     every non-empty cell labelled by its column's header. Empty text when the sheet has no value."""
-    headers: list[str] | None = None
+    return cells_text(name, ([(column, value) for column, value in enumerate(row) if value is not None and value != ""]
+                             for row in rows))
+
+
+def cells_text(name: str, rows: Iterable[Iterable[tuple[int, Any]]]) -> str:
+    """`sheet_text` for rows given as their non-empty cells, each with its column's number (from 0)."""
+    headers: dict[int, str] | None = None
     lines = [f"# {name}"]
     for row in rows:
-        if all(value is None or value == "" for value in row):
-            continue
-        cells = [cell_text(value) for value in row]
-        if not any(cells):
+        cells = [(column, text) for column, value in row if (text := cell_text(value))]
+        if not cells:
             continue
         if headers is None:
-            headers = cells
-            lines.append("; ".join(cell for cell in cells if cell))
+            headers = dict(cells)
+            lines.append("; ".join(text for _, text in cells))
             continue
-        labelled = [f"{headers[i]}: {cell}" if i < len(headers) and headers[i] else cell
-                    for i, cell in enumerate(cells) if cell]
-        lines.append("; ".join(labelled))
+        lines.append("; ".join(f"{headers[column]}: {text}" if headers.get(column) else text
+                               for column, text in cells))
     return "\n".join(lines) if headers is not None else ""
 
 
@@ -126,51 +131,235 @@ def _xlsx_sheets(book: Any, source: str) -> Iterator[tuple[str, str]]:  # noqa: 
 
 @register("ods", ".ods", parts="sheet", headings=True)
 def load_ods(path: Path, *, file_type: str, sha256: str | None, options: ReadOptions) -> LoadedFile:
-    """An OpenDocument spreadsheet (LibreOffice Calc)."""
-    source = str(path)
-    with archive.open_zip(path, "OpenDocument spreadsheet") as zipped:
-        archive.refuse_entities(zipped, source)
-        archive.read_part(zipped, "content.xml", source)  # missing or damaged: say so before odfdo does
-    digest, size = _hash_file(path)
+    """An OpenDocument spreadsheet (LibreOffice Calc), its content.xml streamed row by row."""
     from lxml import etree
-    from odfdo import Document as OdfDocument
 
-    try:
-        document = OdfDocument(path)
-        title = (document.get_part("meta").get_title() or "").strip() or path.stem
-        tables = document.body.get_tables()
-        names = [table.name or f"Sheet{number}" for number, table in enumerate(tables, start=1)]
-        sheets = [(name, sheet_text(name, _ods_rows(table))) for name, table in zip(names, tables)]
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, IndexError, EOFError,
-            ArithmeticError, etree.XMLSyntaxError) as exc:  # ArithmeticError: decimal's InvalidOperation
-        raise LoadError(source, f"not a readable OpenDocument spreadsheet: {exc}") from None
+    source = str(path)
+    kind = "OpenDocument spreadsheet"
+    with archive.open_zip(path, kind) as zipped:
+        archive.refuse_entities(zipped, source)
+        if "content.xml" not in zipped.namelist():
+            raise LoadError(source, "part 'content.xml' is missing")
+        digest, size = _hash_file(path)
+        part = "meta.xml"
+        try:
+            title = _ods_title(zipped) or path.stem
+            part = "content.xml"
+            with zipped.open(part) as content:
+                sheets = list(_ods_sheets(content))
+        except archive.DAMAGED as exc:
+            raise LoadError(source, f"part {part!r} is damaged: {exc}") from None
+        except (ValueError, TypeError, ArithmeticError, etree.XMLSyntaxError) as exc:
+            # ValueError and ArithmeticError (decimal's InvalidOperation): a cell's value that is not one
+            raise LoadError(source, f"not a readable {kind}: {exc}") from None
     return _loaded(path, file_type, title, digest, size, sheets, sha256)
 
 
-def _ods_rows(table: Any) -> Iterator[list[Any]]:  # noqa: ANN401 - an odfdo Table
-    """The table's rows as lists of values, repeated rows and cells written out (at most MAX_REPEAT times,
-    and empty ones skipped rather than expanded)."""
-    for row in table.get_elements("descendant::table:table-row"):
-        values: list[Any] = []
-        for cell in row.get_elements("table:table-cell|table:covered-table-cell"):
-            value = _ods_value(cell)
-            repeat = cell.repeated or 1
-            empty = value is None or value == ""
-            values.extend([None if empty else value] * min(repeat, MAX_REPEAT))
-        while values and values[-1] in (None, ""):
-            values.pop()
-        if values:
-            for _ in range(min(row.repeated or 1, MAX_REPEAT)):
-                yield values
+# OpenDocument's namespaces, as lxml spells a tag ("{uri}local")
+_OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
+_XLINK = "{http://www.w3.org/1999/xlink}"
+_DC = "{http://purl.org/dc/elements/1.1/}"
+_CELLS = (f"{_TABLE}table-cell", f"{_TABLE}covered-table-cell")
+_P = f"{_TEXT}p"
+# Copies that repetition (table:number-columns-repeated, table:number-rows-repeated) may add to a file's cells
+# beyond those it writes: past it, a repeated cell or row is read once. Empty cells cost nothing (LibreOffice
+# repeats them to a sheet's edge), so only a file repeating values a million times meets the bound.
+MAX_REPEATED = 1_000_000
 
 
-def _ods_value(cell: Any) -> Any:  # noqa: ANN401 - an odfdo Cell and its value
+def _ods_title(zipped: zipfile.ZipFile) -> str:
+    """The title in meta.xml (its first dc:title), streamed; none when the file has no meta.xml."""
+    if "meta.xml" not in zipped.namelist():
+        return ""
+    with zipped.open("meta.xml") as meta:
+        for _, element in archive.iterparse(meta):
+            if element.tag == f"{_DC}title":
+                return (element.text or "").strip()
+            archive.forget(element)
+    return ""
+
+
+def _ods_sheets(content: Any) -> Iterator[tuple[str, str]]:  # noqa: ANN401 - a binary file
+    """Each sheet's name and text from content.xml, parsed as a stream of elements: a row's cells are read
+    once the row is parsed, then dropped. Sheets are the tables that are not inside another table's cell."""
+    events = archive.iterparse(content, events=("start", "end"))
+    budget = [MAX_REPEATED]
+    number = 0
+    for event, element in events:
+        if event == "start" and element.tag == f"{_TABLE}table":
+            number += 1
+            name = element.get(f"{_TABLE}name") or f"Sheet{number}"
+            yield name, cells_text(name, _ods_rows(events, element, budget))
+            archive.forget(element)
+        elif event == "end":
+            archive.forget(element)  # styles, settings: nothing kb reads
+
+
+def _ods_rows(events: Any, table: Any, budget: list[int]) -> Iterator[list[tuple[int, Any]]]:  # noqa: ANN401
+    """The rows of `table` (read from its start event to its end) as their non-empty cells and columns.
+    A repeated row or cell is written out at most MAX_REPEAT times, and only while the file's `budget` of
+    repeated cells lasts; a repeated empty cell only moves the next cell's column (by at most MAX_REPEAT).
+    A table inside a cell is part of that cell's text."""
+    open_cells = 0
+    cells: list[tuple[int, Any]] = []
+    column = 0
+    for event, element in events:
+        tag = element.tag
+        if tag in _CELLS:
+            if event == "start":
+                open_cells += 1
+                continue
+            open_cells -= 1
+            if open_cells:
+                continue
+            value = _ods_value(element)
+            repeat = _repeat(element.get(f"{_TABLE}number-columns-repeated"))
+            archive.forget(element)
+            if value is not None and value != "":
+                cells.extend((column + copy, value) for copy in range(_spend(budget, repeat, 1)))
+            column += repeat
+        elif event == "end" and open_cells == 0:
+            if tag == f"{_TABLE}table-row":
+                repeat = _repeat(element.get(f"{_TABLE}number-rows-repeated"))
+                archive.forget(element)
+                if cells:
+                    for _ in range(_spend(budget, repeat, len(cells))):
+                        yield cells
+                cells, column = [], 0
+            elif element is table:
+                return
+            else:
+                archive.forget(element)  # column definitions, row groups (their rows already read)
+
+
+def _repeat(count: str | None) -> int:
+    """A number-*-repeated attribute as the copies to write: at most MAX_REPEAT (none when negative)."""
+    return max(0, min((int(count) if count is not None else 1) or 1, MAX_REPEAT))
+
+
+def _spend(budget: list[int], copies: int, width: int) -> int:
+    """How many of `copies` (each of `width` cells) to write: the first, and the others while the budget of
+    repeated cells lasts (they are taken from it)."""
+    if copies <= 1:
+        return copies
+    extra = min(copies - 1, budget[0] // max(width, 1))
+    budget[0] -= extra * width
+    return 1 + extra
+
+
+def _ods_value(cell: Any) -> Any:  # noqa: ANN401 - an lxml element and a cell's value
     """A cell's value: typed values as such (a formula's cached result), else its text."""
-    value = cell.get_value() if cell.tag == "table:table-cell" else None
+    value = _ods_typed(cell) if cell.tag == _CELLS[0] else None
     if value is None or isinstance(value, str):
-        text = cell.text_content if hasattr(cell, "text_content") else ""
-        return text or value
+        return _text_content(cell) or value
     return value
+
+
+def _ods_typed(cell: Any) -> Any:  # noqa: ANN401 - an lxml element and a cell's value
+    """The value its office:value-type says (ValueError, or decimal's InvalidOperation, for a value that is not
+    one); None for an untyped cell or a type OpenDocument does not define."""
+    kind = cell.get(f"{_OFFICE}value-type")
+    if kind in ("float", "percentage", "currency"):
+        return _number(cell.get(f"{_OFFICE}value"))
+    if kind == "string":
+        value = cell.get(f"{_OFFICE}string-value")
+        if value is not None:
+            return value
+        paragraphs = [_inner_text(p) for p in cell.iterchildren(_P)]
+        return "\n".join(paragraphs) if paragraphs else None
+    if kind == "date":
+        return _date(cell.get(f"{_OFFICE}date-value"))
+    if kind == "time":
+        return _duration(cell.get(f"{_OFFICE}time-value"))
+    if kind == "boolean":
+        flag = cell.get(f"{_OFFICE}boolean-value")
+        if flag not in (None, "true", "false"):
+            raise ValueError(f"Boolean {flag!r} is invalid")
+        return flag == "true"
+    return None
+
+
+def _number(text: str | None) -> int | Decimal:
+    """office:value as a number: an int when it is whole (and short enough to write out), else a Decimal."""
+    if text is None:
+        raise ValueError('"office:value" has None value')
+    value = Decimal(text)
+    if value.is_finite() and value.adjusted() < 4000 and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _date(text: str | None) -> dt.date | dt.datetime:
+    if text is None:
+        raise ValueError('"office:date-value" has None value')
+    text = text.strip()
+    if "T" in text:
+        return dt.datetime.fromisoformat(text)
+    if " " in text:
+        try:
+            return dt.datetime.fromisoformat(text.replace(" ", "T")).date()
+        except ValueError:
+            pass
+    return dt.date.fromisoformat(text)
+
+
+_DURATION = re.compile(r"(-)?P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:[.,]\d+)?)S)?)?")
+
+
+def _duration(text: str | None) -> dt.timedelta:
+    """office:time-value (an ISO 8601 duration, "PT13H45M00S") as a timedelta."""
+    match = _DURATION.fullmatch((text or "").strip())
+    if not match or not any(match.groups()[1:]):
+        raise ValueError(f"Duration not valid {text!r}")
+    sign, days, hours, minutes, seconds = match.groups()
+    value = dt.timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
+                         seconds=float((seconds or "0").replace(",", ".")))
+    return -value if sign else value
+
+
+def _text_content(element: Any) -> str:  # noqa: ANN401 - an lxml element
+    """The text of every paragraph (text:p) under `element`, one per line."""
+    return "".join(_inner_text(p) + "\n" for p in element.iter(_P)).removesuffix("\n")
+
+
+def _inner_text(element: Any) -> str:  # noqa: ANN401 - an lxml element
+    """An element's text with its children's: spaces (text:s), tabs, line breaks, spans; a link as
+    "[text](address)"; a note as "citation. body"; a comment (office:annotation) as its body and author."""
+    parts = [element.text or ""]
+    for child in element:
+        parts.append(_child_text(child))
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def _child_text(child: Any) -> str:  # noqa: ANN401 - an lxml element
+    tag = child.tag
+    if not isinstance(tag, str):
+        return ""
+    if tag == f"{_TEXT}s":
+        count = child.get(f"{_TEXT}c")
+        return " " if not count or not count.strip().isdigit() or int(count) > 0 else ""  # one: cells are one line
+    if tag == f"{_TEXT}tab":
+        return "\t"
+    if tag == f"{_TEXT}line-break":
+        return "\n"
+    if tag in (_P, f"{_TEXT}h"):
+        return _inner_text(child) + "\n"
+    if tag == f"{_TEXT}a":
+        text, address = _inner_text(child).strip(), child.get(f"{_XLINK}href") or ""
+        return f"[{text}]({address})" if text else f"({address})"
+    if tag == f"{_TEXT}note":
+        citation = child.find(f"{_TEXT}note-citation")
+        body = child.find(f"{_TEXT}note-body")
+        body_text = _text_content(body) if body is not None else ""
+        cited = citation.text if citation is not None and citation.text else ""
+        return f"{cited}. {body_text}" if cited else body_text
+    if tag == f"{_OFFICE}annotation":
+        author = " ".join((part.text or "") for part in child.iterchildren(f"{_DC}creator", f"{_DC}date"))
+        return f"{_text_content(child)}\n{author}"
+    return _inner_text(child)
 
 
 @register("csv", ".csv", parts="sheet", headings=True)
