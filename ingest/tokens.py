@@ -7,8 +7,12 @@ be exact it over-counts, never under-counts.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
 import threading
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -78,13 +82,20 @@ class HFTokenCounter:
         with self._lock:
             if self._added >= 0:
                 return
+            cached = _TiktokenTwin.cached(self._path)
+            if cached is not None:  # a twin this kb built and checked before: `tokenizers` is not loaded
+                self._twin, self._added = cached
+                return
             tok = self._load()
             self._twin = _TiktokenTwin.of(self._path, tok)
             # With a twin, `tokenizers` is only the fallback for rare texts: loaded again when one comes,
             # since it holds a whole vocabulary in every process that counts.
             self._tok = None if self._twin is not None else tok
             # What the post-processor adds to every text (CLS/SEP and the like; none for byte-level BPE).
-            self._added = len(tok.encode("", add_special_tokens=True).ids)
+            added = len(tok.encode("", add_special_tokens=True).ids)
+            if self._twin is not None:
+                self._twin.save(self._path, added)
+            self._added = added
 
     def _load(self):  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily
         from tokenizers import Tokenizer
@@ -160,8 +171,82 @@ class _TiktokenTwin:
     PROBE = ("Hello, world! It's 2026: naïve café, 长城 熊猫。 😀👍🏽 <|endoftext|>\n\n\t  def f(x):\n"
              "    return x ** 2  # ß ﬁ Å Ω   \r\n")
 
+    # Normalizers a cached twin can rebuild from the file's description without loading the vocabulary.
+    SIMPLE_NORMALIZERS = ("NFC", "NFD", "NFKC", "NFKD", "Lowercase")
+    CACHE_FORMAT = 1
+
     def __init__(self, encoding, normalizer, byte_lengths) -> None:  # noqa: ANN001
         self._encoding, self._normalizer, self._byte_lengths = encoding, normalizer, byte_lengths
+        self._parts: tuple[dict[bytes, int], dict[str, int], str, str | None] | None = None  # for `save`
+
+    @classmethod
+    def cache_file(cls, path: Path) -> Path:
+        """Where the twin of the tokenizer file `path` is kept between runs: keyed by the file's content,
+        the cache's format and tiktoken's version, under $XDG_CACHE_HOME/kb/tokenizers (~/.cache)."""
+        from importlib.metadata import version
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        key = hashlib.sha256(f"{digest}|{cls.CACHE_FORMAT}|{version('tiktoken')}".encode()).hexdigest()[:32]
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return base / "kb" / "tokenizers" / f"{key}.npz"
+
+    def save(self, path: Path, added: int) -> None:
+        """Keep this twin (already checked against `tokenizers`) for the next process that loads `path`:
+        building it takes most of a second, in every run and every parsing worker. Best effort: a cache
+        that cannot be written costs only that second."""
+        import numpy as np
+
+        parts, self._parts = self._parts, None
+        if parts is None or parts[3] == "other":
+            return
+        ranks, special, pattern, normalizer = parts
+        tokens = list(ranks)
+        offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(token) for token in tokens])
+        meta = {"pattern": pattern, "special": special, "added": added, "normalizer": normalizer,
+                "probe": self.ids(self.PROBE)}
+        try:
+            target = self.cache_file(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            scratch = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+            with open(scratch, "wb") as out:
+                np.savez(out, tokens=np.frombuffer(b"".join(tokens), dtype=np.uint8), offsets=offsets,
+                         ranks=np.fromiter(ranks.values(), dtype=np.int64, count=len(ranks)),
+                         lengths=self._byte_lengths,
+                         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+            os.replace(scratch, target)  # whole or not at all, whichever process writes it last
+        except OSError:
+            return
+
+    @classmethod
+    def cached(cls, path: Path) -> tuple[_TiktokenTwin, int] | None:
+        """The twin `save` kept for `path`, and the count of tokens the post-processor adds; None when there
+        is none, or it cannot be read or fails its probe (then the twin is built again and saved anew)."""
+        try:
+            import numpy as np
+            import tiktoken
+            import tokenizers.normalizers
+        except ImportError:
+            return None
+        try:
+            with np.load(cls.cache_file(path), allow_pickle=False) as data:
+                tokens, offsets = data["tokens"].tobytes(), data["offsets"].tolist()
+                ranks = dict(zip([tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)],
+                                 data["ranks"].tolist()))
+                lengths = data["lengths"]
+                meta = json.loads(data["meta"].tobytes())
+            normalizer = meta["normalizer"]
+            if normalizer is not None and normalizer not in cls.SIMPLE_NORMALIZERS:
+                return None
+            encoding = tiktoken.Encoding(f"kb-{path.stem}", pat_str=meta["pattern"], mergeable_ranks=ranks,
+                                         special_tokens=meta["special"])
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return None
+        encoding._mergeable_ranks = {}
+        twin = cls(encoding, getattr(tokenizers.normalizers, normalizer)() if normalizer else None, lengths)
+        if twin.ids(cls.PROBE) != meta["probe"]:
+            return None
+        return twin, int(meta["added"])
 
     @classmethod
     def of(cls, path: Path, tokenizer) -> _TiktokenTwin | None:  # noqa: ANN001 - tokenizers.Tokenizer
@@ -214,6 +299,10 @@ class _TiktokenTwin:
         twin = cls(encoding, tokenizer.normalizer, lengths)
         if twin.ids(cls.PROBE) != tokenizer.encode(cls.PROBE, add_special_tokens=False).ids:
             return None
+        described = spec.get("normalizer")
+        normalizer = (None if described is None else described["type"]
+                      if set(described) == {"type"} and described["type"] in cls.SIMPLE_NORMALIZERS else "other")
+        twin._parts = (ranks, special, steps[0]["pattern"]["Regex"], normalizer)
         return twin
 
     def _normal(self, text: str) -> str:

