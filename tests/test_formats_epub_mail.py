@@ -1,5 +1,7 @@
 """EPUB books (a document per chapter, titled from the table of contents) and e-mail messages (.eml: headers,
-body, text attachments), including the bad files people have: truncated, bombs, garbage, wrong charsets."""
+body, text attachments), including the bad files people have: truncated, bombs, garbage, wrong charsets; and the
+HTML tables all three carry (an .html file, a chapter, an HTML mail body), read a row a line, each cell with its
+column header."""
 
 from __future__ import annotations
 
@@ -180,6 +182,97 @@ def test_a_real_epub3_book_is_read_with_its_headings_and_toc_title(tmp_path):
     whole = (samples / "childrens-literature.epub").read_bytes()
     (tmp_path / "cut.epub").write_bytes(whole[:100_000])
     assert "not a readable EPUB book" in refused(tmp_path / "cut.epub")
+
+
+# HTML tables: a row a line, each cell with its column header --------------------------------------------------
+
+# Lighthouses by coast: a caption, a two-row header (a rowspan, a colspan), a group title row across the table,
+# a cell spanning two rows, a cell spanning two columns, an empty cell.
+SURVEY_TABLE = (
+    "<table><caption>Lights surveyed</caption>"
+    "<thead><tr><th rowspan='2'>Light</th><th colspan='2'>Height (m)</th><th rowspan='2'>Lit</th></tr>"
+    "<tr><th>Tower</th><th>Focal plane</th></tr></thead>"
+    "<tbody><tr><th colspan='4'>Scotland</th></tr>"
+    "<tr><td>Bell Rock</td><td>35</td><td>28</td><td>1811</td></tr>"
+    "<tr><td rowspan='2'>Skerryvore</td><td>48</td><td>46</td><td>1844</td></tr>"
+    "<tr><td colspan='2'>rebuilt after the 1954 fire</td><td></td></tr></tbody></table>")
+SURVEY_ROWS = [
+    "Lights surveyed",
+    "Light; Height (m) / Tower; Height (m) / Focal plane; Lit",
+    "Scotland",
+    "Light: Bell Rock; Height (m) / Tower: 35; Height (m) / Focal plane: 28; Lit: 1811",
+    "Light: Skerryvore; Height (m) / Tower: 48; Height (m) / Focal plane: 46; Lit: 1844",
+    "Height (m) / Tower, Height (m) / Focal plane: rebuilt after the 1954 fire",
+]
+# A first row of <th> cells (no <thead>), as most pages write a table; the row the other formats give.
+KEEPERS_TABLE = ("<table><tr><th>Name</th><th>Born</th><th>Light</th></tr>"
+                 "<tr><td>Grace Darling</td><td>1815</td><td><a href='#'>Longstone</a></td></tr>"
+                 "<tr><td>Ida <b>Lewis</b></td><td>1842</td><td>Lime Rock</td></tr></table>")
+KEEPER_ROW = "Name: Grace Darling; Born: 1815; Light: Longstone"
+
+
+def test_an_html_table_is_read_row_by_row_each_cell_with_its_column_header(tmp_path):
+    path = tmp_path / "survey.html"
+    path.write_text(f"<html><body><h1>Survey</h1><p>Before the table.</p>{SURVEY_TABLE}<p>After it.</p>"
+                    f"{KEEPERS_TABLE}</body></html>")
+    [doc] = load(path).documents
+    assert doc.text == "\n".join(["# Survey", "", "Before the table.", "", *SURVEY_ROWS, "", "After it.", "",
+                                  "Name; Born; Light", KEEPER_ROW, "Name: Ida Lewis; Born: 1842; Light: Lime Rock"])
+
+
+def test_html_tables_without_column_headers_keep_their_shape(tmp_path):
+    """No header row (a layout table, a navigation bar, a row-header list): each row as "cell | cell |", as
+    before; a header row that is one cell across the table is a title, not a header."""
+    path = tmp_path / "pages.html"
+    path.write_text("<table><tr><td>Prev</td><td>Up</td><td>Next</td></tr><tr><td>Tides</td><td>Home</td>"
+                    "<td>Winds</td></tr></table>"
+                    "<table><tr><th>Name</th><td>Grace Darling</td></tr><tr><th>Born</th><td>1815</td></tr></table>"
+                    "<table><tr><th colspan='2'>Chapter 3. Lenses</th></tr><tr><td>Prev</td><td>Next</td></tr></table>")
+    assert load(path).documents[0].text == ("Prev | Up | Next |\nTides | Home | Winds |\n\n"
+                                            "Name | Grace Darling |\nBorn | 1815 |\n\n"
+                                            "Chapter 3. Lenses |\nPrev | Next |")
+
+
+def test_a_table_in_a_table_cell_is_one_line_and_deep_nesting_stays_bounded(tmp_path):
+    path = tmp_path / "nested.html"
+    path.write_text("<table><tr><th>Light</th><th>Lens</th></tr><tr><td>Bell Rock</td><td><p>Fresnel</p>"
+                    "<table><tr><th>Order</th><th>Panels</th></tr><tr><td>first</td><td>8</td></tr>"
+                    "<tr><td>second</td><td>12</td></tr></table></td></tr></table>")
+    assert load(path).documents[0].text == ("Light; Lens\nLight: Bell Rock; Lens: Fresnel Order; Panels / "
+                                            "Order: first; Panels: 8 / Order: second; Panels: 12")
+    deep = "<table><tr><th>A</th><th>B</th></tr><tr><td>a</td><td>" * 400 + "end"  # lxml keeps 85 levels
+    path.write_text(deep)
+    text = load(path).documents[0].text
+    assert text.startswith("A; B\nA: a; B: A; B / A: a; B: A; B") and len(text) < len(deep)
+    # Spans past HTML's bounds, and more rowspans than a table can need: bounded, not a grid of millions.
+    path.write_text("<table><tr><th colspan='99999'>A</th><th>B</th></tr>"
+                    + "<tr>" + "<td rowspan='0' colspan='1000'>x</td>" * 300 + "</tr>"
+                    + "<tr><td>y</td></tr>" * 5000 + "</table>")
+    lines = load(path).documents[0].text.splitlines()
+    assert lines[0].startswith("A") and len(lines) == 5002 and all(line.endswith("y") for line in lines[2:])
+
+
+def test_an_epub_chapter_table_is_read_with_its_column_headers(tmp_path):
+    items = [("c", "c.xhtml", XHTML_TYPE, "")]
+    path = write_epub(tmp_path / "survey.epub", {
+        "OEBPS/content.opf": opf("Survey", items, ["c"]),
+        "OEBPS/c.xhtml": chapter("Keepers", f"<h1>Keepers</h1>{KEEPERS_TABLE}")})
+    [doc] = load(path).documents
+    assert doc.text == f"# Keepers\n\nName; Born; Light\n{KEEPER_ROW}\nName: Ida Lewis; Born: 1842; Light: Lime Rock"
+
+
+def test_an_html_mail_body_table_is_read_with_its_column_headers(tmp_path):
+    msg = EmailMessage()
+    msg["Subject"] = "Survey"
+    msg["From"] = "ada@example.org"
+    # As mail clients write it: a layout table (role=presentation) around the content, the data table inside.
+    msg.set_content(f"<html><body><table role='presentation'><tr><td><p>The lights:</p>{SURVEY_TABLE}</td></tr>"
+                    "</table></body></html>", subtype="html")
+    path = tmp_path / "survey.eml"
+    path.write_bytes(msg.as_bytes())
+    text = load(path).documents[0].text
+    # The layout table keeps its shape: its one cell ends with " |".
+    assert text == "\n".join(["Subject: Survey", "From: ada@example.org", "", "The lights:", "", *SURVEY_ROWS, "", "|"])
 
 
 # E-mail -----------------------------------------------------------------------------------------------------

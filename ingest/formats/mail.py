@@ -1,15 +1,22 @@
 """E-mail messages (.eml): the headers a reader looks at, the body (plain text, else the HTML part's visible
 text) and each text attachment as its own section; binary attachments are named, not read.
 
+A message cut short (a download or copy that stopped) is read up to the cut: a base64 body cut mid-quantum is
+decoded (the standard library hands it back still encoded), a character split by the cut is dropped, a part header
+split by it is not taken for body text, and a missing closing MIME boundary is named in a warning.
+
 Named `mail`, not `email`, so that `import email` below is the standard library's package.
 """
 
 from __future__ import annotations
 
+import base64
+import codecs
 import email
 import email.errors
 import email.policy
 import hashlib
+import re
 from email.message import EmailMessage, Message
 from pathlib import Path
 
@@ -28,6 +35,11 @@ _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Outlook's .msg (a compound file),
 # Charsets mail clients declare for text written in a superset of them.
 _SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "us-ascii": "utf-8", "ascii": "utf-8", "ks_c_5601-1987": "cp949"}
 _MAX_DEPTH = 3  # forwarded messages inside forwarded messages, read this deep
+_CUT_ESCAPE = re.compile(r"=[0-9A-Fa-f]\Z")
+_CUT_WORD = re.compile(r"\s*=\?[\w.-]+(?:\?[BbQq]?(?:\?[^\s?]*\??)?)?\Z")  # an RFC 2047 word without its "?="
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*:?")  # all that is left of a header line the file's end cut
+_TRUNCATED = "truncated e-mail: a MIME part has no closing boundary (the file may be cut short); the text up to " \
+             "there is read"
 
 
 @register("eml", ".eml", headings=True)  # its sections: "# Attachment: NAME"; an HTML body's headings
@@ -39,6 +51,12 @@ def load_eml(path: Path, *, file_type: str, sha256: str | None, options: ReadOpt
     if not data.strip():
         return whole_file(source, file_type, path.stem, digest, len(data), "", warnings)
     message = _parse(source, data)
+    if any(isinstance(defect, email.errors.CloseBoundaryNotFoundDefect)
+           for part in message.walk() for defect in part.defects):
+        warnings.append(_TRUNCATED)
+        cut = _cut_boundary(message, data)
+        if cut is not None:
+            message = _parse(source, data[:cut])
     text = _message_text(message, warnings, 0)
     title = _header(message, "Subject") or path.stem
     return whole_file(source, file_type, title, digest, len(data), text, warnings)
@@ -56,13 +74,31 @@ def _parse(source: str, data: bytes) -> EmailMessage:
     return message
 
 
+def _cut_boundary(message: EmailMessage, data: bytes) -> int | None:
+    """Where the file's last line starts when it is the start of a MIME boundary line that the file's end cut
+    (it would be read as the end of the last part's text), else None."""
+    start = data.rfind(b"\n") + 1
+    last = data[start:].rstrip(b"\r")
+    if not last.startswith(b"-"):
+        return None
+    boundaries = [part.get_boundary() for part in message.walk() if part.is_multipart()]
+    return start if any(f"--{b}".encode("latin-1", "replace").startswith(last) for b in boundaries if b) else None
+
+
 def _header(message: Message, name: str) -> str | None:
-    """A header's value, decoded (RFC 2047) when it can be, else as written; spaces tidied."""
-    try:
-        value = message.get(name)
-        value = str(value) if value is not None else None
-    except (ValueError, IndexError, TypeError, AttributeError, email.errors.HeaderParseError):
+    """A header's value, decoded (RFC 2047) when it can be, else as written (a date always as written: the library
+    rewrites one cut short, "09:1" as "09:01:00 -0000"); spaces tidied; an encoded word that the file's end cut
+    ("=?utf-8?b?4oC") dropped."""
+    value = None
+    if name != "Date":
+        try:
+            found = message.get(name)
+            value = str(found) if found is not None else None
+        except (ValueError, IndexError, TypeError, AttributeError, email.errors.HeaderParseError):
+            pass
+    if value is None:
         value = next((raw for key, raw in message.raw_items() if key.lower() == name.lower()), None)
+    value = _CUT_WORD.sub("", value) if value else value
     return " ".join(value.split()) if value and value.strip() else None
 
 
@@ -108,7 +144,7 @@ def _attachment(part: EmailMessage, number: int, warnings: list[str], depth: int
 def _part_text(part: EmailMessage, warnings: list[str], what: str) -> str:
     """A text part decoded by its declared charset (undecodable bytes replaced, with a warning); HTML to its
     visible text."""
-    payload = part.get_payload(decode=True) or b""
+    payload = _payload(part)
     declared = part.get_content_charset()
     if part.get_content_maintype() != "text" and not declared:
         try:
@@ -123,17 +159,51 @@ def _part_text(part: EmailMessage, warnings: list[str], what: str) -> str:
     return text
 
 
+def _payload(part: EmailMessage) -> bytes:
+    """The part's bytes, its transfer encoding undone. A base64 body cut one character past a whole quantum is
+    decoded up to the cut (the library gives such a body back undecoded), so is a quoted-printable one cut inside an
+    escape; a body that is only the start of a header line (a part's headers cut by the file's end) is none."""
+    if any(isinstance(defect, email.errors.MissingHeaderBodySeparatorDefect) for defect in part.defects):
+        raw = part.get_payload()
+        if isinstance(raw, str) and _HEADER_NAME.fullmatch(raw.strip()):
+            return b""
+    payload = part.get_payload(decode=True) or b""
+    if any(isinstance(defect, email.errors.InvalidBase64LengthDefect) for defect in part.defects):
+        encoded = re.sub(rb"[^A-Za-z0-9+/]", b"", payload)
+        encoded = encoded[:-1] if len(encoded) % 4 == 1 else encoded  # a lone last character holds no byte
+        payload = base64.b64decode(encoded + b"=" * (-len(encoded) % 4))
+    elif (part.get("content-transfer-encoding", "").strip().lower() == "quoted-printable"
+          and isinstance(raw := part.get_payload(), str) and _CUT_ESCAPE.search(raw[-2:])
+          and payload.endswith(raw[-2:].encode("ascii"))):
+        payload = payload[:-2]  # "=E" at the end: an escape cut in two, kept as written by the library
+    return payload
+
+
+def _strict(payload: bytes, charset: str) -> str:
+    """`payload` decoded strictly, but for an incomplete last character (the message was cut there): dropped.
+    LookupError for a charset that is no text encoding (a message may declare "zlib" or "rot13")."""
+    codec = codecs.lookup(charset)
+    if not getattr(codec, "_is_text_encoding", True):  # as bytes.decode refuses them; "zlib" would inflate a bomb
+        raise LookupError(f"{charset!r} is not a text encoding")
+    try:
+        return codec.incrementaldecoder().decode(payload, final=False)
+    except UnicodeDecodeError:
+        raise
+    except UnicodeError:  # a stateful decoder's own complaint (UTF-16 without a BOM): read as bytes.decode reads it
+        return payload.decode(charset)
+
+
 def _decode_declared(payload: bytes, declared: str | None, warnings: list[str], what: str) -> str:
     """Bytes in the charset the part declares. Non-ASCII text that is valid UTF-8 is read as UTF-8 whatever the
     label says (UTF-8 labelled GB2312 or Latin-1 is a common mislabel, and other charsets' text is almost never
     valid UTF-8); else undecodable bytes are replaced. A wrong label gets a warning."""
     charset = _SUPERSETS.get((declared or "utf-8").lower(), declared or "utf-8")
     try:
-        utf8 = payload.decode("utf-8") if not payload.isascii() else None
+        utf8 = _strict(payload, "utf-8") if not payload.isascii() else None
     except UnicodeDecodeError:
         utf8 = None
     try:
-        text = payload.decode(charset)
+        text = _strict(payload, charset)
     except (LookupError, UnicodeDecodeError) as exc:
         if utf8 is None and payload.isascii():
             return payload.decode("ascii")

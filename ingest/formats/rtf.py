@@ -3,6 +3,10 @@
 RTF is 7-bit text whose 8-bit characters are \\'xx escapes in the code page its \\ansicpg names (Windows-1252
 when it names none); striprtf takes a str and that code page, so the bytes are read as Latin-1 (every byte one
 character, as RTF's own bytes are) and the code page is handed over to decode the escapes.
+
+A file cut short (a download or copy that stopped) ends with groups still open: the text up to the cut is read,
+without the control word the cut may have split, and the file is named with a warning; one cut before any text
+is refused as truncated rather than read as empty.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from . import ReadOptions, register
 
 _CODE_PAGE = re.compile(rb"\\ansicpg(\d{3,5})")
 _TITLE = re.compile(r"\{\\title\s?([^{}]*)\}")
+# What a cut can leave at the end of the file: a control word or \'xx escape without its end, or a lone backslash.
+_CUT_TOKEN = re.compile(r"\\(?:[a-zA-Z]{1,32}-?\d*|'[0-9a-fA-F]?)?\Z")
+_BIN = re.compile(r"\\bin(\d+) ?")
 
 
 @register("rtf", ".rtf")
@@ -33,6 +40,9 @@ def load_rtf(path: Path, *, file_type: str, sha256: str | None, options: ReadOpt
         raise LoadError(source, "not an RTF file (it does not start with '{\\rtf'); is the suffix wrong?")
     encoding = code_page(data)
     raw = data.decode("latin-1")
+    open_groups = unclosed_groups(raw)
+    if open_groups:
+        raw = _without_cut_token(raw)
     try:
         text = rtf_to_text(raw, encoding=encoding, errors="replace")
         found = _TITLE.search(raw)
@@ -41,6 +51,11 @@ def load_rtf(path: Path, *, file_type: str, sha256: str | None, options: ReadOpt
     except (ValueError, IndexError, LookupError, RecursionError) as exc:
         raise LoadError(source, f"damaged RTF: {exc}") from None
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    if open_groups:
+        groups = f"{open_groups} group{'s' if open_groups > 1 else ''} left open"
+        if not text.strip():
+            raise LoadError(source, f"truncated RTF: the file ends before any text ({groups})")
+        warnings.append(f"truncated RTF: the file ends with {groups}; the text up to there is read")
     return whole_file(source, file_type, title or path.stem, digest, len(data), text, warnings)
 
 
@@ -55,3 +70,35 @@ def code_page(data: bytes) -> str:
             return "cp1252"
         return name
     return "cp1252"
+
+
+def unclosed_groups(raw: str) -> int:
+    """How many groups are still open at the end of the file: more than 0 for a file cut short. Escaped braces
+    and \\binN data are not counted."""
+    if "\\bin" not in raw:
+        plain = raw.replace("\\\\", "")
+        return max(plain.count("{") - plain.count("}") - plain.count("\\{") + plain.count("\\}"), 0)
+    depth = position = 0
+    for found in re.finditer(r"\\bin\d+ ?|\\[\s\S]|[{}]", raw):
+        if found.start() < position:
+            continue  # inside binary data
+        token = found.group()
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth = max(depth - 1, 0)
+        elif (binary := _BIN.fullmatch(token)) is not None:
+            position = found.end() + int(binary.group(1))
+    return depth
+
+
+def _without_cut_token(raw: str) -> str:
+    """The text without a control word or escape that the end of the file cut (striprtf would keep a lone
+    backslash as text)."""
+    found = _CUT_TOKEN.search(raw, max(len(raw) - 48, 0))  # a control word is at most 32 letters and a number
+    if found is None:
+        return raw
+    before = found.start()
+    while before > 0 and raw[before - 1] == "\\":
+        before -= 1
+    return raw if (found.start() - before) % 2 else raw[:found.start()]  # after "\\\\" (a backslash): not a cut
