@@ -57,7 +57,7 @@ def test_html_tables_and_hidden_elements(tmp_path):
     path.write_text("<table><tr><th>Name</th><th>Temp</th></tr><tr><td>green tea</td><td>80°C</td></tr></table>"
                     "<p hidden>secret</p><div aria-hidden='true'>decoration</div><p>visible</p>")
     text = load(path).documents[0].text
-    assert "green tea | 80°C" in text and "Name | Temp" in text
+    assert "Name; Temp\nName: green tea; Temp: 80°C" in text  # each cell with its column's header
     assert "secret" not in text and "decoration" not in text and "visible" in text
 
 

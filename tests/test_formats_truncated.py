@@ -320,8 +320,6 @@ def test_a_csv_cut_anywhere_gives_the_rows_that_are_there(tmp_path):
         assert_text_that_is_there(text, whole, f"csv cut at {cut}")
 
 
-@pytest.mark.xfail(strict=True, reason="ingest/formats/text.py decode: UTF-8 cut inside its last character is "
-                                       "decoded as another encoding (Shift-JIS) or refused as binary")
 def test_a_csv_cut_inside_a_character_is_read_as_utf8(tmp_path):
     path = tmp_path / "people.csv"
     path.write_bytes("Name,Note\nAda,café crème\nLin,建筑师\n".encode()[:-2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from pathlib import Path
@@ -41,12 +42,22 @@ def decode(source: str, data: bytes) -> str:
         data = data[3:]
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
         from charset_normalizer import from_bytes
+
+        if exc.reason == "unexpected end of data" and exc.end == len(data):
+            # UTF-8 cut inside its last character (a truncated file): the rest is UTF-8, not another encoding.
+            with contextlib.suppress(UnicodeDecodeError):
+                return _newlines(data[:exc.start].decode("utf-8"), source)
 
         if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise LoadError(source, "binary content, not text") from None
         text = _guess_decode(source, from_bytes(data))
+    return _newlines(text, source)
+
+
+def _newlines(text: str, source: str = "") -> str:
+    """Unix line ends; text with NUL characters is binary, refused."""
     if "\x00" in text:
         raise LoadError(source, "binary content, not text")
     return text.replace("\r\n", "\n").replace("\r", "\n")
