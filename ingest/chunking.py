@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from langchain_text_splitters import RecursiveCharacterTextSplitter
-
 from .errors import ConfigError
 from .instructions import Instruction
 from .settings import Settings
 from .tokens import TokenCounter, resolve_counter
 
 if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     from .embeddings import Embedder
 
 # A Chunker's defaults are the run's, written once in Settings.
@@ -270,6 +270,10 @@ class Chunker:
                 if at < 0:
                     return max(1, self._count_raw(piece))
                 return max(1, bisect.bisect_left(starts, at + len(piece)) - bisect.bisect_left(starts, at))
+
+        # Imported here: langchain's import takes a tenth of a second a run can spend loading meanwhile
+        # (`prepare.load_chunker_early`), or not at all when it has nothing to read.
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
 
         return RecursiveCharacterTextSplitter(
             separators=SEPARATORS,

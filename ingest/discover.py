@@ -76,18 +76,30 @@ def _walk(folder: Path, wanted: Callable[[str], bool], skipped: set[str], found:
     def unreadable(error: OSError) -> None:
         errors.append(LoadError(str(error.filename), f"cannot read folder: {error.strerror or error}"))
 
-    # followlinks=False: a symlinked folder loop cannot make the walk endless.
+    # followlinks=False: a symlinked folder loop cannot make the walk endless. Paths are resolved a folder
+    # at a time (a file that is not a link resolves to its folder's real path plus its name): resolving
+    # each file by itself stats every folder above it, and that was most of the walk.
     for parent, dirs, files in os.walk(folder, onerror=unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and str(Path(parent, d).resolve()) not in skipped)
+        real_parent = os.path.realpath(parent)
+        dirs[:] = sorted(d for d in dirs
+                         if not d.startswith(".") and os.path.realpath(os.path.join(parent, d)) not in skipped)
+        here = os.path.relpath(parent, folder)
         for name in sorted(files):
-            file = Path(parent, name)
-            if name.startswith(".") or file_type_of(file) is None or not wanted(str(file.relative_to(folder))):
+            if name.startswith(".") or file_type_of(name) is None:
                 continue
-            problem = _not_a_document(file)
+            if not wanted(name if here == "." else os.path.join(here, name)):
+                continue
+            file = os.path.join(parent, name)
+            try:
+                linked = stat.S_ISLNK(os.lstat(file).st_mode)
+            except OSError:
+                linked = True  # gone or unreadable: the slow path below says which
+            problem = _not_a_document(Path(file))
             if problem:
-                errors.append(LoadError(str(file), problem))
-            else:
-                found.setdefault(str(file.resolve()), file.resolve())
+                errors.append(LoadError(file, problem))
+                continue
+            real = os.path.realpath(file) if linked else os.path.join(real_parent, name)
+            found.setdefault(real, Path(real))
 
 
 def _not_a_document(path: Path) -> str | None:

@@ -154,6 +154,8 @@ class _Run:
         self.first_sent: float | None = None  # perf_counter when the first embedding request left
         self.last_answer: float | None = None  # and when the last answer came back
         self.reuse = VectorReuse(embedder)  # on once the records are read
+        self.new_store = False  # no store on disk when the run began
+        self.opening: asyncio.Task[dict[str, DocumentRecord]] | None = None  # reading the records, if not done
 
     def _finish(self, outcome: FileOutcome) -> None:
         self.outcomes.append(outcome)
@@ -161,6 +163,10 @@ class _Run:
 
     async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False,
                  store_process: bool | None = None) -> list[FileOutcome]:
+        # First, what the first request will need and takes a while to load: it loads while the files are
+        # listed and the store opens.
+        self.embedder.preload()
+        self.early = load_chunker_early(self.chunker)
         store = ([] if self.settings.chroma_url else [self.settings.chroma_path]) + [lexical_dir(self.settings)]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
         if self.shard is not None:  # decided by path alone: the other workers make the same split
@@ -176,6 +182,9 @@ class _Run:
             store_process = is_big(len(files), found_bytes) and not self.settings.chroma_url
         # Taken before the store is opened, so the records this run reads are the last writer's.
         with write_lock(self.settings, waiting=getattr(self.progress, "waiting", None)):
+            # No store on disk yet: it has no records to wait for (the first write waits for it to open).
+            self.new_store = not self.settings.chroma_url and not (
+                Path(self.settings.chroma_path) / "chroma.sqlite3").exists()
             self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings, create=True)
             self.stages.store_in_process = store_process
             try:
@@ -209,6 +218,9 @@ class _Run:
             raise first from None
         finally:
             self.workers.close()
+            if self.opening is not None:  # the run failed: the store finishes opening before it is closed
+                await asyncio.wait([self.opening])
+        await self._opened()
         if prune:
             await self._prune(self.records, {str(p) for p in files})
         try:  # a collection from before the lexical index, or a run killed between its two writes
@@ -225,11 +237,12 @@ class _Run:
         hashing = asyncio.create_task(asyncio.to_thread(hashes, files))
         probe = asyncio.create_task(self.embedder.probe())
         probe.add_done_callback(lambda task: task.cancelled() or task.exception())  # raised below, or not wanted
-        images = sum(file_type_of(path) in IMAGE_TYPES for path in files)
-        if Workers.processes_for(self.settings, is_big(len(files), found_bytes, images)):
-            self.early = load_chunker_early(self.spec)
         try:
-            self.records = await asyncio.to_thread(self._records, force)
+            self.opening = asyncio.create_task(asyncio.to_thread(self._records, force))
+            if self.new_store:
+                self.opening.add_done_callback(lambda task: task.cancelled() or task.exception())  # awaited later
+            else:
+                self.records, self.opening = await self.opening, None
             self.reuse.kb, self.reuse.enabled = self.kb, not force and bool(self.records)
             todo, outcomes, self.sizes = files_to_read(files, await hashing, self.records, self.chunker.signature,
                                                        force)
@@ -391,10 +404,17 @@ class _Run:
                 item.failed = reason
                 self._finish(FileOutcome(item.loaded.source, "failed", reason=reason, warnings=item.loaded.warnings))
 
+    async def _opened(self) -> None:
+        """Wait for a new store to have opened (`_start` did not): before the first write, and the end."""
+        if self.opening is not None:
+            opening, self.opening = self.opening, None
+            self.records = await opening
+
     async def _write(self) -> None:
         finished = False
         while not finished:
             items = await self.writes.take()
+            await self._opened()
             if items[-1] is None:  # the end mark is the last thing ever queued
                 finished = True
                 items.pop()

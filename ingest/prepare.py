@@ -50,21 +50,18 @@ def is_big(files: int, size: int, images: int = 0) -> bool:
     return files + 30 * images >= 32 or size >= 8 * 1024 * 1024
 
 
-def loaded_chunker(spec: ChunkerSpec) -> Chunker:
-    """`spec`'s chunker with its tokenizer loaded (it loads at the first count, which takes a second or so)."""
-    chunker = spec.build()
-    chunker.counter.count("")
-    return chunker
-
-
-def load_chunker_early(spec: ChunkerSpec) -> Future[Chunker]:
-    """`loaded_chunker` in a daemon thread, started before the run knows whether it needs it: a run that
-    turns out to have little or nothing to read does not wait for it to finish."""
+def load_chunker_early(chunker: Chunker) -> Future[Chunker]:
+    """`chunker` with its tokenizer loaded (at its first count, which takes a fraction of a second), in a
+    daemon thread started before the run knows whether it needs it: a run that turns out to have little or
+    nothing to read does not wait for it to finish."""
     future: Future[Chunker] = Future()
 
     def load() -> None:
         try:
-            future.set_result(loaded_chunker(spec))
+            import langchain_text_splitters  # noqa: F401 - the splitter's import, done here and not at the first file
+
+            chunker.counter.count("")
+            future.set_result(chunker)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the chunker
             future.set_exception(exc)
 

@@ -47,7 +47,7 @@ def test_workers_read_the_first_files_here_until_a_worker_is_up(tmp_path, fake_s
     chunker = spec.build()
 
     async def run():
-        workers = Workers(settings, spec, chunker, big=True, early=load_chunker_early(spec))
+        workers = Workers(settings, spec, chunker, big=True, early=load_chunker_early(spec.build()))
         try:
             # Spawning a worker and loading its tokenizer takes far longer than this call: it is read here.
             early = await workers.prepare(first, digest(first))

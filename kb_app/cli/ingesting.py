@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from ingest.errors import ConfigError
-from ingest.metrics import Metrics
 from ingest.pipeline import ingest, reembed
 from ingest.settings import load_settings
 from kb_app.cli.options import (
@@ -40,6 +39,9 @@ from kb_app.cli.options import (
 )
 from kb_app.cli.output import err, print_json
 from kb_app.cli.progress import RichProgress, print_summary
+
+if TYPE_CHECKING:
+    from ingest.metrics import Metrics
 
 
 def ingest_command(
@@ -113,6 +115,8 @@ def _metrics_server(port: int | None, host: str) -> Iterator[Metrics | None]:
         yield None
         return
     from prometheus_client import start_http_server
+
+    from ingest.metrics import Metrics
 
     metrics = Metrics()
     try:
