@@ -108,10 +108,6 @@ class Embedder:
     def limits(self) -> dict[str, dict[str, int]]:
         return {}
 
-    def preload(self) -> None:
-        """Start loading, in the background, what the first request will need (a run calls it first thing)."""
-        return None
-
     async def probe(self) -> None:
         """Check, before a run reads any file, that the model can be reached (raises EmbeddingError)."""
         return None

@@ -155,6 +155,9 @@ class _Run:
         self.last_answer: float | None = None  # and when the last answer came back
         self.reuse = VectorReuse(embedder)  # on once the records are read
         self.new_store = False  # no store on disk when the run began
+        # Chunks of this run whose model input (`records.input_key`) an earlier chunk of the run is already
+        # being embedded for: they wait for its vector instead of sending the same text again.
+        self.twins: dict[str, list[tuple[InFlight, int]]] = {}
         self.opening: asyncio.Task[dict[str, DocumentRecord]] | None = None  # reading the records, if not done
 
     def _finish(self, outcome: FileOutcome) -> None:
@@ -163,9 +166,8 @@ class _Run:
 
     async def go(self, paths: Sequence[str | Path], prune: bool, force: bool = False,
                  store_process: bool | None = None) -> list[FileOutcome]:
-        # First, what the first request will need and takes a while to load: it loads while the files are
-        # listed and the store opens.
-        self.embedder.preload()
+        # First, what the first file will need and takes a while to load (the tokenizer, langchain's splitter):
+        # it loads while the files are listed and the store opens.
         self.early = load_chunker_early(self.chunker)
         store = ([] if self.settings.chroma_url else [self.settings.chroma_path]) + [lexical_dir(self.settings)]
         files, errors = discover(paths, self.settings.include, self.settings.exclude, skip=store)
@@ -309,7 +311,12 @@ class _Run:
                 await self.writes.put(Write(item, ready, final=True))
             for index in range(len(pieces)):
                 if item.vectors[index] is None:
-                    await self.queue.put((item, index))
+                    key = item.keys[index]
+                    if key in self.twins:  # the same input is on its way to the server: take its vector
+                        self.twins[key].append((item, index))
+                    else:
+                        self.twins[key] = []
+                        await self.queue.put((item, index))
         finally:
             ahead.release()
 
@@ -338,7 +345,8 @@ class _Run:
                     done = True
                     break
                 item, index = entry
-                if item.failed:
+                if item.failed and not self._waiting_for(item, index):
+                    self.twins.pop(item.keys[index], None)  # a later chunk with its input is sent itself
                     continue
                 cost = item.pieces[index][1].tokens
                 if batch and tokens + cost > max_tokens:
@@ -366,26 +374,37 @@ class _Run:
                 self.last_answer = time.perf_counter()
                 self.stages.embed_wall += self.last_answer - requested
             except EmbeddingError as exc:
-                self._fail(batch, str(exc))
+                self._fail(self._with_twins(batch), str(exc))
                 return
             except Exception as exc:  # an embedder bug must not end the run: report it on the files
-                self._fail(batch, f"embedding failed: {type(exc).__name__}: {exc}")
+                self._fail(self._with_twins(batch), f"embedding failed: {type(exc).__name__}: {exc}")
                 return
             for position, error in too_long.items():
                 item, index = batch[position]
                 doc, chunk = item.pieces[index]
                 page = f"page {doc.page}, " if doc.page else ""
-                self._fail([batch[position]], f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
-                                              f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
+                self._fail(self._with_twins([batch[position]]),
+                           f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
+                           f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
             self.progress.embedded(len(batch) - len(too_long), tokens)
             touched: dict[int, InFlight] = {}
             for (item, index), vector in zip(batch, vectors):
-                if item.failed or vector is None:
+                if vector is None:
                     continue
-                item.vectors[index] = vector
-                item.remaining -= 1
-                item.ready.append(index)
-                touched[id(item)] = item
+                self.reuse.remember(item.keys[index], vector)
+                twins = self.twins.pop(item.keys[index], [])
+                if twins:
+                    cost = item.pieces[index][1].tokens
+                    self.progress.reused(len(twins), cost * len(twins))  # as reused first: see `_prepare`
+                    self.progress.embedded(len(twins), cost * len(twins))
+                for twin, (owner, at) in enumerate([(item, index), *twins]):
+                    if owner.failed:
+                        continue
+                    owner.vectors[at] = vector
+                    owner.remaining -= 1
+                    owner.ready.append(at)
+                    owner.reused += twin > 0  # the first is the chunk that was sent
+                    touched[id(owner)] = owner
             for item in touched.values():
                 if item.remaining == 0 and not item.ready:
                     continue  # another request's task handed the last vectors over meanwhile, and reports it
@@ -397,6 +416,14 @@ class _Run:
                 self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
             await self.slots.release()
+
+    def _waiting_for(self, item: InFlight, index: int) -> bool:
+        """Other chunks of the run wait for this chunk's vector (their files may not have failed)."""
+        return any(not twin.failed for twin, _ in self.twins.get(item.keys[index], ()))
+
+    def _with_twins(self, batch: list[tuple[InFlight, int]]) -> list[tuple[InFlight, int]]:
+        """`batch` and the chunks that were waiting for its vectors (which fail with it, for the same reason)."""
+        return batch + [twin for item, index in batch for twin in self.twins.pop(item.keys[index], [])]
 
     def _fail(self, batch: list[tuple[InFlight, int]], reason: str) -> None:
         for item, _ in batch:

