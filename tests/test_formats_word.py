@@ -147,6 +147,20 @@ def test_rtf_decodes_the_code_page_it_names(tmp_path):
     assert loaded.documents[0].text == "Привет мир.\n" and loaded.title == "privet"
 
 
+def test_an_rtf_table_reads_row_by_row_with_its_column_headers(tmp_path):
+    """A table as Word saves it to RTF (\\trowd ... \\cell ... \\row): the header row, then each cell named by
+    its column, as in every other format; the text around the table is unchanged."""
+    row = rb"\trowd\trgaph108\cellx2000\cellx4000\cellx6000 \pard\intbl %s\row "
+    cells = [rb"Keeper\cell Light\cell Since\cell", rb"Grace Darling\cell Longstone\cell 1815\cell",
+             rb"Ida Lewis\cell Lime Rock\cell\cell"]
+    path = tmp_path / "keepers.rtf"
+    path.write_bytes(rb"{\rtf1\ansi\deff0{\fonttbl{\f0 Arial;}}\pard Lighthouse keepers:\par "
+                     + b"".join(row % c for c in cells) + rb"\pard Both were famous.\par}")
+    assert load(path).documents[0].text.split("\n")[:5] == [
+        "Lighthouse keepers:", "Keeper; Light; Since", "Keeper: Grace Darling; Light: Longstone; Since: 1815",
+        "Keeper: Ida Lewis; Light: Lime Rock", "Both were famous."]
+
+
 def test_changed_file_is_flagged(tmp_path):
     loaded = load(make_docx(tmp_path / "report.docx"), sha256="0" * 64)
     assert loaded.warnings == ["changed while kb was reading it: the version read is stored"]

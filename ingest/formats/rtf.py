@@ -7,6 +7,9 @@ character, as RTF's own bytes are) and the code page is handed over to decode th
 A file cut short (a download or copy that stopped) ends with groups still open: the text up to the cut is read,
 without the control word the cut may have split, and the file is named with a warning; one cut before any text
 is refused as truncated rather than read as empty.
+
+Tables: striprtf writes each row as its cells followed by "|"; kb reads a run of such rows as the other formats
+read a table, the first row as the header and each later cell named by its column ("Name: Ada; Born: 1815").
 """
 
 from __future__ import annotations
@@ -51,12 +54,51 @@ def load_rtf(path: Path, *, file_type: str, sha256: str | None, options: ReadOpt
     except (ValueError, IndexError, LookupError, RecursionError) as exc:
         raise LoadError(source, f"damaged RTF: {exc}") from None
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = _tables(text, cut=open_groups > 0 and _inside_row(raw))
     if open_groups:
         groups = f"{open_groups} group{'s' if open_groups > 1 else ''} left open"
         if not text.strip():
             raise LoadError(source, f"truncated RTF: the file ends before any text ({groups})")
         warnings.append(f"truncated RTF: the file ends with {groups}; the text up to there is read")
     return whole_file(source, file_type, title or path.stem, digest, len(data), text, warnings)
+
+
+def _tables(text: str, cut: bool = False) -> str:
+    """striprtf's table rows ("Name|Born|") as header-named lines; the rest of the text as it is. `cut`: the
+    file was cut short inside a row (its last line is that row's start)."""
+    out: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        header: list[str] | None = None
+        for cells in rows:
+            if not any(cells):
+                continue
+            if header is None:
+                header = cells
+                out.append("; ".join(cell for cell in cells if cell))
+                continue
+            out.append("; ".join(f"{header[n] or f'Column {n + 1}'}: {cell}" if n < len(header) else cell
+                                 for n, cell in enumerate(cells) if cell))
+        rows.clear()
+
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        # A row ends with "|"; a file cut inside a row ends with the row's start.
+        if line.endswith("|") or (cut and not any(lines[number + 1:])):
+            rows.append([" ".join(cell.split()) for cell in line.removesuffix("|").split("|")])
+            continue
+        flush()
+        out.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def _inside_row(raw: str) -> bool:
+    """The text ends inside a table row: a row definition (\\trowd) after the last row's end (\\row)."""
+    starts = [found.start() for found in re.finditer(r"\\trowd(?![a-z])", raw)]
+    ends = [found.start() for found in re.finditer(r"\\row(?![a-z])", raw)]
+    return bool(starts) and (not ends or starts[-1] > ends[-1])
 
 
 def code_page(data: bytes) -> str:
