@@ -22,6 +22,7 @@ from pathlib import Path
 from ..documents import LoadedFile, changed_since_listed, whole_file
 from ..errors import LoadError
 from . import ReadOptions, register
+from .tables import row_lines
 
 _CODE_PAGE = re.compile(rb"\\ansicpg(\d{3,5})")
 _TITLE = re.compile(r"\{\\title\s?([^{}]*)\}")
@@ -70,16 +71,7 @@ def _tables(text: str, cut: bool = False) -> str:
     rows: list[list[str]] = []
 
     def flush() -> None:
-        header: list[str] | None = None
-        for cells in rows:
-            if not any(cells):
-                continue
-            if header is None:
-                header = cells
-                out.append("; ".join(cell for cell in cells if cell))
-                continue
-            out.append("; ".join(f"{header[n] or f'Column {n + 1}'}: {cell}" if n < len(header) else cell
-                                 for n, cell in enumerate(cells) if cell))
+        out.extend(row_lines(rows))
         rows.clear()
 
     lines = text.split("\n")

@@ -19,28 +19,10 @@ from ..documents import LoadedFile, whole_file
 from ..errors import LoadError
 from . import ReadOptions, register
 from .archive import read_checked
+from .tables import row_lines
 
 _HEADING_STYLE = re.compile(r"heading ([1-9])", re.I)
 _DEEPEST = 6  # Markdown's (and kb's chunker's) deepest heading: Word's and ODF's levels 7-9 become 6
-
-
-def _row_lines(rows: Iterable[list[str]]) -> Iterator[str]:
-    """Table rows as lines, each cell named by its column's header (the first row)."""
-    header: list[str] | None = None
-    for cells in rows:
-        if not any(cells):
-            continue
-        if header is None:
-            header = cells
-            yield "; ".join(cell for cell in cells if cell)
-            continue
-        pairs = []
-        for number, cell in enumerate(cells):
-            if not cell:
-                continue
-            name = header[number] if number < len(header) and header[number] else f"Column {number + 1}"
-            pairs.append(f"{name}: {cell}")
-        yield "; ".join(pairs)
 
 
 def _why(exc: Exception) -> str:
@@ -106,7 +88,7 @@ def _docx_blocks(document: Any) -> Iterator[str]:  # noqa: ANN401 - docx.documen
     default_name = (default.name or "") if default is not None else ""
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            yield "\n".join(_row_lines(_docx_rows(block)))
+            yield "\n".join(row_lines(_docx_rows(block)))
         else:
             style_id = block._p.style  # the pStyle of the paragraph's properties, or None
             yield _docx_paragraph(block, names.get(style_id, default_name) if style_id else default_name)
@@ -143,7 +125,7 @@ def _docx_cell(cell: Any) -> str:  # noqa: ANN401 - docx.table._Cell
     parts = []
     for block in cell.iter_inner_content():
         if isinstance(block, Table):
-            parts.append(" / ".join(_row_lines(_docx_rows(block))))
+            parts.append(" / ".join(row_lines(_docx_rows(block))))
         else:
             parts.append(_clean(block.text))
     return _clean(" ".join(parts))
@@ -199,7 +181,7 @@ def _odt_blocks(element: Any, titles: set[str]) -> Iterator[str]:  # noqa: ANN40
             text = _clean(child.text_recursive)
             yield f"# {text}" if text and child.get_attribute_string("text:style-name") in titles else text
         elif tag == "table:table":
-            yield "\n".join(_row_lines(_odt_rows(child)))
+            yield "\n".join(row_lines(_odt_rows(child)))
         elif tag not in _ODT_SKIP:
             yield from _odt_blocks(child, titles)
 
