@@ -190,13 +190,13 @@ class _Run:
             self.kb = StoreProcess(self.settings) if store_process else KnowledgeBase.open(self.settings, create=True)
             self.stages.store_in_process = store_process
             try:
-                return await self._go(files, prune, force, found_bytes)
+                return await self._go(files, prune, force)
             finally:
                 if isinstance(self.kb, StoreProcess):
                     self.kb.close()
 
-    async def _go(self, files: list[Path], prune: bool, force: bool, found_bytes: int) -> list[FileOutcome]:
-        todo = await self._start(files, force, found_bytes)
+    async def _go(self, files: list[Path], prune: bool, force: bool) -> list[FileOutcome]:
+        todo = await self._start(files, force)
         self.todo_bytes = sum(self.sizes.get(str(p), 0) for p, _ in todo)
         self.progress.start(len(todo), self.todo_bytes)
         images = sum(file_type_of(path) in IMAGE_TYPES for path, _ in todo)
@@ -231,10 +231,10 @@ class _Run:
             self.outcomes.append(FileOutcome("(lexical index)", "failed", reason=str(exc)))
         return self.outcomes
 
-    async def _start(self, files: list[Path], force: bool, found_bytes: int) -> list[tuple[Path, str]]:
-        """Open the store and read its records, and meanwhile hash the files, probe the endpoint and, when
-        the run may be big, load this process's tokenizer (it reads the first files while the workers start):
-        opening a store process takes seconds, and the rest hides behind it. The files to read."""
+    async def _start(self, files: list[Path], force: bool) -> list[tuple[Path, str]]:
+        """Read the store's records, and meanwhile hash the files and probe the endpoint (the tokenizer is
+        loading since the run began). A store not yet on disk has no records: its opening goes on behind the
+        first files, and the first write waits for it. The files to read."""
         assert self.kb is not None
         hashing = asyncio.create_task(asyncio.to_thread(hashes, files))
         probe = asyncio.create_task(self.embedder.probe())
