@@ -44,7 +44,8 @@ def test_the_time_is_accounted_for(report):
     for row in (row for row in report["runs"] if row["api"] == "rest"):
         assert row["requests"], row  # no answer, nothing to account for (the test above says why)
         assert set(row["stages_ms"]) == {"embed", "dense"}  # dense mode: no BM25, no fusion
-        assert all(ms > 0 for ms in row["stages_ms"].values())
+        # A repeated question's vector comes from the query cache: its embed stage can round to 0 ms.
+        assert row["stages_ms"]["dense"] > 0 and row["stages_ms"]["embed"] >= 0
         # The server's stages happen within its own time, which happens within the client's.
         assert sum(row["stages_ms"].values()) <= row["server_ms"] <= row["mean_ms"]
         assert row["rest_ms"] == pytest.approx(row["mean_ms"] - sum(row["stages_ms"].values()), abs=0.2)
