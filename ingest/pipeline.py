@@ -15,8 +15,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from .backlog import Backlog, InFlight, Write
 from .changes import files_to_read, hashes
 from .chunking import Chunker, ChunkerSpec
@@ -31,11 +29,12 @@ from .knowledge_base import DocumentWrite, KnowledgeBase
 from .lock import write_lock
 from .prepare import Workers, is_big, load_chunker_early, timed
 from .processes import give_back_memory
-from .records import ChunkMetadata, CollectionSpec, DocumentRecord, chunk_id, now
+from .records import DocumentRecord
 from .report import FileOutcome, IngestReport, Progress, Silent, StageTimes
-from .reuse import VectorReuse
+from .reuse import Twins, VectorReuse
 from .settings import Settings
 from .store_process import StoreProcess
+from .writes import collection_spec, document_write
 
 _WRITE_BACKLOG = 1024  # chunks (~10 MB of vectors at 2,560-d, drained after the last request); half a write
 _PART_CHUNKS = _WRITE_BACKLOG // 2  # a file with more is written in parts as its vectors come back
@@ -155,9 +154,7 @@ class _Run:
         self.last_answer: float | None = None  # and when the last answer came back
         self.reuse = VectorReuse(embedder)  # on once the records are read
         self.new_store = False  # no store on disk when the run began
-        # Chunks of this run whose model input (`records.input_key`) an earlier chunk of the run is already
-        # being embedded for: they wait for its vector instead of sending the same text again.
-        self.twins: dict[str, list[tuple[InFlight, int]]] = {}
+        self.twins = Twins()  # chunks waiting for an answer another chunk with the same input is getting
         self.opening: asyncio.Task[dict[str, DocumentRecord]] | None = None  # reading the records, if not done
 
     def _finish(self, outcome: FileOutcome) -> None:
@@ -310,13 +307,8 @@ class _Run:
                 ready, item.ready = item.ready, []
                 await self.writes.put(Write(item, ready, final=True))
             for index in range(len(pieces)):
-                if item.vectors[index] is None:
-                    key = item.keys[index]
-                    if key in self.twins:  # the same input is on its way to the server: take its vector
-                        self.twins[key].append((item, index))
-                    else:
-                        self.twins[key] = []
-                        await self.queue.put((item, index))
+                if item.vectors[index] is None and self.twins.send(item, index):
+                    await self.queue.put((item, index))
         finally:
             ahead.release()
 
@@ -345,8 +337,7 @@ class _Run:
                     done = True
                     break
                 item, index = entry
-                if item.failed and not self._waiting_for(item, index):
-                    self.twins.pop(item.keys[index], None)  # a later chunk with its input is sent itself
+                if item.failed and not self.twins.needed(item, index):
                     continue
                 cost = item.pieces[index][1].tokens
                 if batch and tokens + cost > max_tokens:
@@ -374,16 +365,16 @@ class _Run:
                 self.last_answer = time.perf_counter()
                 self.stages.embed_wall += self.last_answer - requested
             except EmbeddingError as exc:
-                self._fail(self._with_twins(batch), str(exc))
+                self._fail(self.twins.with_waiting(batch), str(exc))
                 return
             except Exception as exc:  # an embedder bug must not end the run: report it on the files
-                self._fail(self._with_twins(batch), f"embedding failed: {type(exc).__name__}: {exc}")
+                self._fail(self.twins.with_waiting(batch), f"embedding failed: {type(exc).__name__}: {exc}")
                 return
             for position, error in too_long.items():
                 item, index = batch[position]
                 doc, chunk = item.pieces[index]
                 page = f"page {doc.page}, " if doc.page else ""
-                self._fail(self._with_twins([batch[position]]),
+                self._fail(self.twins.with_waiting([batch[position]]),
                            f"chunk {chunk.index} ({page}chars {chunk.start}-{chunk.end}, "
                            f"{chunk.tokens} tokens by {self.chunker.counter.name}): {error}")
             self.progress.embedded(len(batch) - len(too_long), tokens)
@@ -392,7 +383,7 @@ class _Run:
                 if vector is None:
                     continue
                 self.reuse.remember(item.keys[index], vector)
-                twins = self.twins.pop(item.keys[index], [])
+                twins = self.twins.answered(item, index)
                 if twins:
                     cost = item.pieces[index][1].tokens
                     self.progress.reused(len(twins), cost * len(twins))  # as reused first: see `_prepare`
@@ -416,14 +407,6 @@ class _Run:
                 self.progress.file_progress(item.loaded.source, len(item.pieces) - item.remaining, len(item.pieces))
         finally:
             await self.slots.release()
-
-    def _waiting_for(self, item: InFlight, index: int) -> bool:
-        """Other chunks of the run wait for this chunk's vector (their files may not have failed)."""
-        return any(not twin.failed for twin, _ in self.twins.get(item.keys[index], ()))
-
-    def _with_twins(self, batch: list[tuple[InFlight, int]]) -> list[tuple[InFlight, int]]:
-        """`batch` and the chunks that were waiting for its vectors (which fail with it, for the same reason)."""
-        return batch + [twin for item, index in batch for twin in self.twins.pop(item.keys[index], [])]
 
     def _fail(self, batch: list[tuple[InFlight, int]], reason: str) -> None:
         for item, _ in batch:
@@ -476,20 +459,9 @@ class _Run:
     async def _ensure(self) -> None:
         if self.ensured:
             return
-        dimension = self.embedder.dimension
-        assert dimension is not None, "vectors arrived, so the dimension is known"
-        spec = CollectionSpec(
-            model=self.embedder.model,
-            dimension=dimension,
-            instruction=self.embedder.instruction.name,
-            query_task=self.embedder.instruction.task,
-            tokenizer=self.chunker.counter.name,
-            chunk_tokens=self.chunker.chunk_tokens,
-            overlap=self.chunker.overlap,
-            requested_dimensions=getattr(self.embedder, "dimensions", None) or 0,
-        )
         assert self.kb is not None
-        await asyncio.to_thread(self.kb.ensure, spec)  # ModelMismatchError ends the run: never mix vectors
+        # ModelMismatchError ends the run: never mix vectors
+        await asyncio.to_thread(self.kb.ensure, collection_spec(self.embedder, self.chunker))
         self.ensured = True
 
     async def _store(self, items: list[Write]) -> None:
@@ -521,44 +493,9 @@ class _Run:
                                          warnings=loaded.warnings, reused=item.reused))
 
     def _document_write(self, queued: Write) -> DocumentWrite:
-        item = queued.item
-        loaded = item.loaded
-        ids, texts, metadatas = [], [], []
-        for index in queued.indices:
-            doc, chunk = item.pieces[index]
-            ids.append(chunk_id(loaded.source, loaded.sha256, doc.page, chunk.index))
-            shown = chunk
-            if chunk.section is not None:
-                # A heading entry: its vector is the heading's, its passage the chunk it stands for (a
-                # document's entries follow its chunks in `pieces`, so that chunk is found by position).
-                shown = item.pieces[index - chunk.index + chunk.section][1]
-            texts.append(shown.text)
-            metadatas.append(ChunkMetadata(
-                source=loaded.source, name=os.path.basename(loaded.source), title=loaded.title,
-                file_type=loaded.file_type, sha256=loaded.sha256, chunk=chunk.index, start=shown.start,
-                end=shown.end, tokens=chunk.tokens, heading=chunk.text if chunk.section is not None else None,
-                section=chunk.section, page=doc.page, language=doc.language or None, sheet=doc.sheet,
-                chapter=doc.chapter, ocr=doc.ocr or None, input_key=item.keys[index],
-            ).to_metadata())
-        vectors = (np.vstack([item.vectors[index] for index in queued.indices]) if ids
-                   else np.zeros((0, self.embedder.dimension or 1), np.float32))
-        for index in queued.indices:
-            item.vectors[index] = None
-        # Counted before the write, so one that fails halfway is taken out whole (the writer, `_take_out`);
-        # a file's last write keeps, and its record vouches for, every part counted before it.
-        earlier = tuple(item.stored)
-        item.stored.extend(ids)
-        self.partial[id(item)] = item
-        if not queued.final:  # a part: chunks only, vouched for by the record of the final write
-            return DocumentWrite(None, ids, vectors, texts, metadatas)
-        record = DocumentRecord(
-            source=loaded.source, sha256=loaded.sha256, file_type=loaded.file_type, title=loaded.title,
-            chunks=len(item.pieces), tokens=sum(c.tokens for _, c in item.pieces), pages=loaded.pages,
-            size=loaded.size, chunking=self.chunker.signature, ingested_at=now(),
-            warnings="; ".join(loaded.warnings), language=loaded.language, ocr_parts=loaded.ocr_parts or None,
-        )
-        return DocumentWrite(record, ids, vectors, texts, metadatas, replacing=loaded.source in self.records,
-                             earlier=earlier)
+        self.partial[id(queued.item)] = queued.item  # parts in the store, and no record yet
+        return document_write(queued, self.chunker.signature, self.embedder.dimension,
+                              replacing=queued.item.loaded.source in self.records)
 
     async def _prune(self, records: dict[str, DocumentRecord], seen: set[str]) -> None:
         assert self.kb is not None

@@ -96,3 +96,36 @@ class VectorReuse:
                 item.reused += 1
                 tokens += item.pieces[index][1].tokens
         return tokens
+
+
+class Twins:
+    """Chunks of one run whose model input (`records.input_key`) an earlier chunk of the run is on its way to
+    the server with: they wait for that answer instead of sending the same text again."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[tuple[InFlight, int]]] = {}  # an input sent -> the chunks waiting for it
+
+    def send(self, item: InFlight, index: int) -> bool:
+        """Whether this chunk goes to the server (no other chunk with its input is on its way), or waits."""
+        key = item.keys[index]
+        if key in self._waiting:
+            self._waiting[key].append((item, index))
+            return False
+        self._waiting[key] = []
+        return True
+
+    def needed(self, item: InFlight, index: int) -> bool:
+        """A chunk of a failed file is still sent when others, of files that have not failed, wait for it;
+        when none do, a later chunk with its input is sent itself."""
+        if any(not twin.failed for twin, _ in self._waiting.get(item.keys[index], ())):
+            return True
+        self._waiting.pop(item.keys[index], None)
+        return False
+
+    def answered(self, item: InFlight, index: int) -> list[tuple[InFlight, int]]:
+        """The chunks that were waiting for this chunk's answer (they take its vector, or its failure)."""
+        return self._waiting.pop(item.keys[index], [])
+
+    def with_waiting(self, batch: list[tuple[InFlight, int]]) -> list[tuple[InFlight, int]]:
+        """`batch` and the chunks that were waiting for its answers (which fail with it, for the same reason)."""
+        return batch + [twin for item, index in batch for twin in self.answered(item, index)]

@@ -373,13 +373,18 @@ def refused_as_password_protected(path: Path) -> None:
                                  "read it; save it without a password")
 
 
+def unencrypted_manifest(path: Path) -> Path:
+    """`path`, after checking its manifest lists its parts without encryption data (as every unprotected file's)."""
+    manifest = zipfile.ZipFile(path).read("META-INF/manifest.xml")
+    assert b"manifest:file-entry" in manifest and b"encryption-data" not in manifest
+    return path
+
+
 def test_password_protected_ods_is_refused_as_encrypted(tmp_path):
     """LibreOffice encrypts an .ods's parts inside an ordinary zip; its manifest says so. A manifest without
     encryption data (every unprotected file has one) reads as before."""
     refused_as_password_protected(make_password_protected_odf(tmp_path / "locked.ods"))
-    plain = make_ods(tmp_path / "plain.ods")
-    manifest = zipfile.ZipFile(plain).read("META-INF/manifest.xml")
-    assert b"manifest:file-entry" in manifest and b"encryption-data" not in manifest
+    plain = unencrypted_manifest(make_ods(tmp_path / "plain.ods"))
     assert load(plain).documents[0].text == SALES_TEXT
 
 
